@@ -465,6 +465,7 @@ def _card_to_sheet(card: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:
             f"data.extensions.npc_brain must be a map of sheet fields, got {_describe(game)}",
             "npc_brain",
         )
+    game = {k: v for k, v in game.items() if k != "spec"}  # a sheet is never a card twice over
     leftovers: dict[str, Any] = {str(k): v for k, v in data.items() if k not in _CARD_MAPPED}
     other_extensions = {str(k): v for k, v in extensions.items() if k != "npc_brain"}
     if other_extensions:
@@ -680,7 +681,7 @@ def _parse_png(raw: bytes, label: str) -> Any:
     except CharacterError:
         raise
     except Image.UnidentifiedImageError:
-        raise CharacterError(f"{label}: not a PNG image") from None
+        raise CharacterError(f"{label}: not a readable PNG image") from None
     except Exception as exc:  # untrusted binary: any Pillow failure means a corrupt card
         raise CharacterError(f"{label}: corrupt PNG ({type(exc).__name__}: {exc})") from None
     payload = chunks.get("ccv3") or chunks.get("chara")
