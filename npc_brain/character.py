@@ -79,7 +79,9 @@ _CARD_MAPPED = frozenset(("name", "description", "personality", "scenario", "fir
 
 
 class CharacterError(ValueError):
-    """A sheet that cannot be used; the message says what to fix and ``field`` names it (if one)."""
+    """A sheet that cannot be used. The message says what to fix; ``field`` names the sheet key at
+    fault (for a card's own fields, the card key such as ``description``), or is None when the
+    problem is the file or its format."""
 
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
@@ -224,7 +226,7 @@ def _clean(value: str, field: str, limit: int) -> str:
 
 
 def _root(field: str) -> str:
-    """'knowledge[3]' -> 'knowledge': ``CharacterError.field`` always names a sheet key."""
+    """'knowledge[3]' -> 'knowledge': ``CharacterError.field`` names a key, not a list position."""
     return field.split("[", 1)[0]
 
 
