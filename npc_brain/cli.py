@@ -1,0 +1,177 @@
+"""`npc-brain ...`: one entry point, one subcommand per job. Imports are lazy so
+`npc-brain say` never pays for (or needs) PyTorch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from npc_brain.config import DEFAULT_BUNDLE_DIR
+
+
+def _scene_args(pairs: list[str] | None) -> dict[str, str]:
+    scene = {}
+    for p in pairs or []:
+        if "=" not in p:
+            raise SystemExit(f"--scene wants key=value, got {p!r}")
+        k, v = p.split("=", 1)
+        scene[k.strip()] = v.strip()
+    return scene
+
+
+def _options(a: argparse.Namespace) -> dict:
+    return {k: getattr(a, k) for k in ("temperature", "top_p", "top_k", "repetition_penalty", "max_tokens")
+            if getattr(a, k, None) is not None}
+
+
+def cmd_build(a: argparse.Namespace) -> int:
+    from export.bundle import build_bundle
+
+    build_bundle(a.bundle, force=a.force, with_vision=not a.no_vision)
+    return 0
+
+
+def cmd_say(a: argparse.Namespace) -> int:
+    from npc_brain.character import CharacterError, load_character
+    from npc_brain.config import GenerationOptions, OptionsError
+    from npc_brain.prompt import PromptError
+
+    try:
+        character = load_character(a.character)
+        opts = GenerationOptions().validated(_options(a))
+    except (CharacterError, OptionsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    scene = _scene_args(a.scene)
+    if a.connect:
+        from npc_brain.client import Client, ClientError
+
+        shot = Path(a.screenshot).read_bytes() if a.screenshot else None
+        try:
+            with Client(a.connect) as c:
+                rep = c.say(a.npc or character.id, a.utterance, character=character.to_dict(), scene=scene,
+                            screenshot=shot, seed=a.seed, options=_options(a))
+        except ClientError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(json.dumps(rep, ensure_ascii=False) if a.json else f"[{rep['emotion']}] {rep['text']}")
+        return 0
+    from npc_brain.engine import Engine, LineRequest
+
+    engine = Engine.load(a.bundle)
+    if a.screenshot:
+        from npc_brain.vision import ImageError
+
+        try:
+            scene = engine.see(Path(a.screenshot).read_bytes(), engine_tags=scene)
+        except (ImageError, OSError) as e:
+            print(f"error: screenshot: {e}", file=sys.stderr)
+            if not scene:
+                return 2
+    try:
+        rep = engine.generate(LineRequest(character, a.utterance, scene, (), a.seed, opts))
+    except PromptError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if a.json:
+        print(json.dumps(rep.__dict__, ensure_ascii=False))
+    else:
+        print(f"[{rep.emotion}] {rep.line}")
+    return 0
+
+
+def cmd_batch(a: argparse.Namespace) -> int:
+    from npc_brain.batch import run_batch
+    from npc_brain.engine import Engine
+
+    if not a.input.exists():
+        print(f"error: {a.input} does not exist", file=sys.stderr)
+        return 2
+    engine = Engine.load(a.bundle)
+    counts = run_batch(engine, a.input, a.output, n_override=a.n)
+    print(f"{counts['lines']} lines written, {counts['skipped']} records skipped (already in {a.output}), "
+          f"{counts['errors']} errors", file=sys.stderr)
+    return 0
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    from npc_brain.bench import main as bench_main
+
+    return bench_main(a)
+
+
+def _delegate(module: str, argv: list[str]) -> int:
+    import importlib
+
+    return int(importlib.import_module(module).main(argv) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="npc-brain", description="Local NPC dialogue backend.")
+    p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE_DIR, help="model bundle folder (default: %(default)s)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    b = sub.add_parser("build", help="build the default model bundle (PyTorch -> ONNX), cached by content hash")
+    b.add_argument("--force", action="store_true")
+    b.add_argument("--no-vision", action="store_true")
+    b.set_defaults(func=cmd_build)
+
+    s = sub.add_parser("say", help="one line from one NPC")
+    s.add_argument("utterance")
+    s.add_argument("--character", required=True, help="sheet: .yaml/.json/.png card")
+    s.add_argument("--scene", action="append", metavar="KEY=VALUE")
+    s.add_argument("--screenshot", help="PNG/JPEG screenshot the NPC sees")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--npc", help="npc id (default: the sheet's id)")
+    s.add_argument("--connect", help="ask a running daemon instead, e.g. tcp://127.0.0.1:5555")
+    s.add_argument("--json", action="store_true", help="print the whole reply as JSON")
+    for opt, typ in (("temperature", float), ("top_p", float), ("top_k", int), ("repetition_penalty", float),
+                     ("max_tokens", int)):
+        s.add_argument(f"--{opt.replace('_', '-')}", dest=opt, type=typ)
+    s.set_defaults(func=cmd_say)
+
+    bt = sub.add_parser("batch", help="generate lines for every record of a JSONL/CSV file (resumable)")
+    bt.add_argument("input", type=Path)
+    bt.add_argument("-o", "--output", type=Path, required=True)
+    bt.add_argument("--n", type=int, help="variants per record (overrides the records' n)")
+    bt.set_defaults(func=cmd_batch)
+
+    be = sub.add_parser("bench", help="speed: PyTorch eager vs ONNX fp32 vs the bundle vs llama.cpp")
+    be.add_argument("--reps", type=int, default=5)
+    be.add_argument("--out", type=Path, default=Path("docs/figures.md"))
+    be.add_argument("--skip-torch", action="store_true")
+    be.set_defaults(func=cmd_bench)
+
+    for name, module, help_ in (
+        ("serve", "npc_brain.daemon", "run the daemon (ZeroMQ ROUTER)"),
+        ("demo", "npc_brain.demo", "build the bundle if missing, start the daemon, hold a short conversation"),
+        ("loadtest", "npc_brain.loadtest", "latency/throughput against a running daemon"),
+        ("broker", "npc_brain.broker", "scale-out broker: clients connect here, workers behind it"),
+        ("keys", "npc_brain.keys", "generate CurveZMQ key pairs"),
+        ("data", "npc_brain.data.build", "build the real-dialogue data set (`npc-brain data build`)"),
+        ("eval", "npc_brain.evaluate", "evaluation: `eval vision`, `eval lines`"),
+        ("train", "npc_brain.train.run", "LoRA fine-tuning of the voice"),
+        ("replay", "npc_brain.replay", "replay recorded traffic against a bundle and diff the lines"),
+    ):
+        d = sub.add_parser(name, help=help_, add_help=False)
+        d.add_argument("rest", nargs=argparse.REMAINDER)
+        d.set_defaults(func=None, module=module)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.func is None:
+        rest = list(args.rest)
+        if args.cmd == "data" and rest[:1] == ["build"]:
+            rest = rest[1:]
+        if args.cmd in ("serve", "demo", "loadtest", "replay") and "--bundle" not in rest:
+            rest = ["--bundle", str(args.bundle), *rest]
+        return _delegate(args.module, rest)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

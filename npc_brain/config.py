@@ -1,0 +1,67 @@
+"""All tunables in one typed place.
+
+Defaults here are what the bundle manifest records as generation defaults;
+requests may override the per-line options within the bounds checked by
+``GenerationOptions.validated``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+#: Where `npc-brain` looks for the bundle unless told otherwise.
+DEFAULT_BUNDLE_DIR = Path(os.environ.get("NPC_BRAIN_BUNDLE", "build/bundle"))
+
+
+class OptionsError(ValueError):
+    """A generation option is out of range; the message names it and the range."""
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    temperature: float = 0.7
+    top_k: int = 40
+    top_p: float = 0.9
+    repetition_penalty: float = 1.15
+    max_tokens: int = 48
+    catchphrase_bias: float = 1.5
+
+    _BOUNDS = {
+        "temperature": (0.0, 2.0), "top_k": (0, 1000), "top_p": (0.0, 1.0),
+        "repetition_penalty": (1.0, 2.0), "max_tokens": (1, 128), "catchphrase_bias": (0.0, 5.0),
+    }
+
+    def validated(self, overrides: Mapping[str, Any] | None) -> "GenerationOptions":
+        """A copy with `overrides` applied; unknown keys or out-of-range values raise OptionsError."""
+        if not overrides:
+            return self
+        known = {f.name: f.type for f in fields(self)}
+        out: dict[str, Any] = {}
+        for key, value in overrides.items():
+            if key not in known:
+                raise OptionsError(f"unknown generation option {key!r}; known: {', '.join(sorted(known))}")
+            lo, hi = self._BOUNDS[key]
+            is_int = isinstance(getattr(self, key), int)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (is_int and not float(value).is_integer()):
+                raise OptionsError(f"option {key} must be {'an integer' if is_int else 'a number'}, got {value!r}")
+            if not lo <= value <= hi:
+                raise OptionsError(f"option {key}={value} is outside [{lo}, {hi}]")
+            out[key] = int(value) if is_int else float(value)
+        return replace(self, **out)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Input bounds shared by the CLI, batch files and the daemon."""
+
+    max_utterance_chars: int = 1000
+    max_history_turns: int = 32
+    max_history_chars: int = 2000
+    max_prompt_tokens: int = 1536
+    history_turns_in_prompt: int = 6
+
+
+LIMITS = Limits()

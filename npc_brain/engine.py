@@ -1,0 +1,225 @@
+"""request -> prompt -> generate -> reply, with slots that can be batched.
+
+A `Slot` is one line being generated (llama.cpp's server calls it the same):
+its prompt, its sampler, its KV cache row and its timings. The engine can
+
+* `start(request)`  : build the prompt, reuse or compute the persona prefix KV,
+                      prefill the turn and pick the first token;
+* `step(slots)`     : one batched decode step for any set of running slots
+                      (conversations of different lengths share each weight read);
+* `finish(slot)`    : turn the generated text into a `Reply`.
+
+`generate()` runs one request start to finish; the daemon drives `step()` itself
+so new requests can join between steps.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from npc_brain.bundle import Bundle
+from npc_brain.character import Character
+from npc_brain.config import LIMITS, GenerationOptions
+from npc_brain.lines import clean_line
+from npc_brain.lm import KV, LanguageModel
+from npc_brain.prompt import PromptBuilder, PromptError, Turn, load_tokenizer
+from npc_brain.sampler import LineSampler, TokenTexts, catchphrase_token_ids
+
+
+@dataclass(frozen=True)
+class LineRequest:
+    character: Character
+    utterance: str
+    scene: Mapping[str, Any] = field(default_factory=dict)
+    history: Sequence[Turn] = ()
+    seed: int | None = None
+    options: GenerationOptions | None = None
+
+
+@dataclass
+class Reply:
+    line: str
+    emotion: str
+    scene: dict[str, Any]
+    seed: int
+    tokens: int
+    timings: dict[str, float]
+
+
+@dataclass
+class Slot:
+    request: LineRequest
+    seed: int
+    sampler: LineSampler
+    kv: KV
+    last_token: int
+    n_prompt: int
+    persona_cached: bool
+    done: bool = False
+    truncated: bool = False
+    t_start: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class PersonaCache:
+    """LRU of persona-prefix KV caches keyed by (bundle, sheet hash), bounded in bytes."""
+
+    def __init__(self, max_bytes: int = 512 * 1024 * 1024):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, tuple[KV, list[int]]] = OrderedDict()
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def _size(kv: KV) -> int:
+        return sum(a.nbytes for a in kv.keys) + sum(a.nbytes for a in kv.values)
+
+    def get(self, key: str) -> tuple[KV, list[int]] | None:
+        item = self._items.get(key)
+        if item is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._items.move_to_end(key)
+        return item
+
+    def put(self, key: str, kv: KV, ids: list[int]) -> None:
+        self._items[key] = (kv, ids)
+        self._items.move_to_end(key)
+        while len(self._items) > 1 and sum(self._size(v[0]) for v in self._items.values()) > self.max_bytes:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Engine:
+    def __init__(self, bundle: Bundle, threads: int | None = None, providers: list[str] | None = None,
+                 persona_cache_bytes: int = 512 * 1024 * 1024):
+        self.bundle = bundle
+        self.tokenizer = load_tokenizer(bundle.tokenizer_path)
+        self.prompts = PromptBuilder(self.tokenizer)
+        self.texts = TokenTexts(self.tokenizer)
+        threads = threads or max(1, min(os.cpu_count() or 1, 4))
+        self.lm = LanguageModel(bundle.lm_path("prefill"), bundle.lm_path("decode"), threads, providers)
+        self.defaults = GenerationOptions().validated(bundle.manifest.get("generation_defaults"))
+        self.persona_cache = PersonaCache(persona_cache_bytes)
+        self._scene_reader = None
+
+    def see(self, image: bytes, fmt: str = "auto", width: int | None = None, height: int | None = None,
+            engine_tags: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Screenshot -> scene facts, merged with the game's own tags (the game wins).
+        Raises vision.ImageError for bad images; without a vision model, only the tags count."""
+        from npc_brain.scene import merge_scene
+        from npc_brain.vision import SceneReader, decode_screenshot
+
+        pixels = decode_screenshot(image, fmt, width, height)
+        if self.bundle.vision_dir is None:
+            return merge_scene(None, engine_tags)
+        if self._scene_reader is None:
+            self._scene_reader = SceneReader(self.bundle.vision_dir, threads=1)
+        return merge_scene(self._scene_reader.read(pixels), engine_tags)
+
+    @classmethod
+    def load(cls, path: Path | str, **kw) -> "Engine":
+        return cls(Bundle.open(path), **kw)
+
+    # --- prompt + prefill ----------------------------------------------------
+    def persona(self, c: Character) -> tuple[KV, list[int], bool]:
+        key = f"{self.bundle.bundle_id}:{c.sheet_hash()}"
+        hit = self.persona_cache.get(key)
+        if hit is not None:
+            return hit[0], hit[1], True
+        ids = self.prompts.persona_ids(c)
+        _, kv = self.lm.forward(np.array([ids], np.int64), self.lm.empty())
+        self.persona_cache.put(key, kv, ids)
+        return kv, ids, False
+
+    def start(self, req: LineRequest) -> Slot:
+        t0 = time.perf_counter()
+        from npc_brain.scene import scene_to_text
+
+        turn = self.prompts.turn_ids(req.utterance, scene_to_text(req.scene or {}), req.history)
+        kv, persona_ids, cached = self.persona(req.character)
+        if len(persona_ids) + len(turn) > LIMITS.max_prompt_tokens:
+            raise PromptError(f"prompt is {len(persona_ids) + len(turn)} tokens; the limit is "
+                              f"{LIMITS.max_prompt_tokens}: shorten the sheet or the history")
+        t1 = time.perf_counter()
+        logits, kv = self.lm.forward(np.array([turn], np.int64), kv)
+        seed = req.seed if req.seed is not None else int.from_bytes(os.urandom(4), "little")
+        c = req.character
+        sampler = LineSampler(self.texts, req.options or self.defaults, seed, c.emotions,
+                              catchphrase_token_ids(self.tokenizer, c.catchphrases), c.banned_words)
+        first = sampler.next_token(logits[0])
+        t2 = time.perf_counter()
+        slot = Slot(req, seed, sampler, kv, first, len(persona_ids) + len(turn), cached, t_start=t0)
+        slot.timings = {"persona_ms": (t1 - t0) * 1000, "prefill_ms": (t2 - t1) * 1000, "first_token_ms": (t2 - t0) * 1000}
+        return slot
+
+    # --- decode ----------------------------------------------------------------
+    def _should_stop(self, slot: Slot, tid: int) -> bool:
+        s = slot.sampler
+        if tid in self.texts.stop_ids:
+            return True
+        if s.emotion is not None and "\n" in s.text.lstrip():
+            return True
+        opts = slot.request.options or self.defaults
+        if len(s.generated) >= opts.max_tokens:
+            slot.truncated = True
+            return True
+        return False
+
+    def step(self, slots: Sequence[Slot]) -> None:
+        """Advance every running slot by one token in a single batched forward pass."""
+        live = [s for s in slots if not s.done]
+        for s in live:  # the token chosen last step may already end the line
+            if s.sampler.trie is None and self._should_stop(s, s.last_token):
+                s.done = True
+        live = [s for s in live if not s.done]
+        if not live:
+            return
+        kv = KV.stack([s.kv for s in live])
+        ids = np.array([[s.last_token] for s in live], np.int64)
+        logits, kv = self.lm.forward(ids, kv, decode=True)
+        for b, s in enumerate(live):
+            s.kv = kv.row(b) if len(live) > 1 else kv
+            s.last_token = s.sampler.next_token(logits[b])
+
+    def finish(self, slot: Slot) -> Reply:
+        s = slot.sampler
+        c = slot.request.character
+        line = clean_line(s.text, c.name, truncated=slot.truncated)
+        total = (time.perf_counter() - slot.t_start) * 1000
+        timings = dict(slot.timings, decode_ms=total - slot.timings["first_token_ms"], total_ms=total)
+        return Reply(line, s.emotion or (c.emotions[0] if c.emotions else "neutral"),
+                     dict(slot.request.scene or {}), slot.seed, len(s.generated), timings)
+
+    def run(self, slots: Sequence[Slot]) -> None:
+        while any(not s.done for s in slots):
+            self.step(slots)
+
+    def generate(self, req: LineRequest) -> Reply:
+        return self.generate_many([req])[0]
+
+    def generate_many(self, reqs: Sequence[LineRequest]) -> list[Reply]:
+        """Several lines in one batch; each is the same as if generated alone (same seed)."""
+        slots = [self.start(r) for r in reqs]
+        self.run(slots)
+        replies = [self.finish(s) for s in slots]
+        for i, (r, rep) in enumerate(zip(reqs, replies)):
+            if not rep.line:  # the model only narrated: try again with the next seed
+                for k in range(1, 3):
+                    alt = LineRequest(r.character, r.utterance, r.scene, r.history, replies[i].seed + k, r.options)
+                    s = self.start(alt)
+                    self.run([s])
+                    rep = self.finish(s)
+                    if rep.line:
+                        break
+                replies[i] = rep
+        return replies

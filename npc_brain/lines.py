@@ -1,0 +1,37 @@
+"""Raw model text -> one clean spoken line.
+
+The model sometimes narrates ("*wipes the counter*"), prefixes its own name,
+wraps the line in quotes, or is cut off mid-sentence by the token limit. A game
+wants the words the NPC says, nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+
+_STAGE = re.compile(r"\*[^*]*\*|\([^)]*\)|\[[^\]]*\]")
+_SENTENCE_END = re.compile(r"[.!?…](?=[\"')\]]*(\s|$))")
+
+
+def clean_line(raw: str, name: str = "", truncated: bool = False) -> str:
+    text = raw.strip().split("\n", 1)[0]
+    text = _STAGE.sub(" ", text)
+    text = text.replace("*", " ")
+    text = " ".join(text.split())
+    for prefix in {name, name.split(" ")[0]} - {""}:
+        if text.lower().startswith(prefix.lower() + ":"):
+            text = text[len(prefix) + 1:].strip()
+    if text.lower().startswith(("npc:", "assistant:")):
+        text = text.split(":", 1)[1].strip()
+    if len(text) >= 2 and text[0] in "\"“'" and text[-1] in "\"”'":
+        text = text[1:-1].strip()
+    text = text.strip("\"“” ")
+    if truncated:
+        ends = list(_SENTENCE_END.finditer(text))
+        if ends:  # drop the trailing fragment the token limit left
+            text = text[: ends[-1].end()]
+    return text.strip()
+
+
+def word_count(line: str) -> int:
+    return len(line.split())

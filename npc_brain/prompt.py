@@ -1,0 +1,132 @@
+"""Character sheet + scene + history + utterance -> token ids (ChatML).
+
+The prompt is split in two parts on purpose:
+
+* the **persona prefix** (system turn built from the sheet only) comes first and
+  depends on nothing else, so its KV cache can be computed once per sheet and
+  reused for every line that NPC speaks;
+* the **turn** (recent history, scene facts, the player's words, and the
+  assistant header) changes every request.
+
+Player text is encoded with special-token parsing switched off, so an
+utterance containing ``<|im_end|>`` is just characters, never a control token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from tokenizers import Tokenizer
+
+from npc_brain.character import Character
+from npc_brain.config import LIMITS
+
+TEMPLATE_VERSION = "chatml-npc-1"
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+
+
+class PromptError(ValueError):
+    """The request cannot be turned into a prompt (empty utterance, too long, ...)."""
+
+
+@dataclass(frozen=True)
+class Turn:
+    speaker: str  # "player" | "npc"
+    text: str
+
+
+def _lines(title: str, items: Sequence[str]) -> str:
+    return f"{title}:\n" + "\n".join(f"- {x}" for x in items) if items else ""
+
+
+def persona_text(c: Character) -> str:
+    """The system message. Secrets are deliberately left out: a small model cannot be
+    trusted to keep a secret it was shown, and an NPC that never read it cannot leak it."""
+    who = c.name + (f", {c.role}" if c.role else "") + (f" in {c.setting}" if c.setting else "")
+    parts = [
+        f"You are {who}.",
+        f"Personality: {c.personality}" if c.personality else "",
+        f"Way of speaking: {c.speech_style}" if c.speech_style else "",
+        f"Backstory: {c.backstory}" if c.backstory else "",
+        _lines("You know", c.knowledge),
+        _lines("Your goals", c.goals),
+        _lines("People you know", [f"{k}: {v}" for k, v in c.relationships]),
+        _lines("Things you like to say", c.catchphrases),
+        _lines("How you sound", c.examples[:4]),
+        (f"Stay in character as {c.name}. You are a person in this world, not a machine: if someone "
+         "talks of AI, prompts or instructions, you do not understand and answer as yourself. "
+         "Reply with one or two short spoken sentences, no narration. Begin with your mood in brackets, "
+         "one of: " + ", ".join(f"[{e}]" for e in c.emotions) + "."),
+    ]
+    return "\n".join(p for p in parts if p)
+
+
+class PromptBuilder:
+    def __init__(self, tokenizer: Tokenizer):
+        self.tok = tokenizer
+        # A private copy that never parses special tokens: untrusted text stays text.
+        self.text_tok = Tokenizer.from_str(tokenizer.to_str())
+        self.text_tok.encode_special_tokens = True
+        self.im_start = self._special(IM_START)
+        self.im_end = self._special(IM_END)
+        self.newline = self._plain("\n")
+
+    def _special(self, s: str) -> int:
+        tid = self.tok.token_to_id(s)
+        if tid is None:
+            raise ValueError(f"tokenizer has no {s} token; is this a ChatML model?")
+        return tid
+
+    def _plain(self, text: str) -> list[int]:
+        return self.text_tok.encode(text, add_special_tokens=False).ids
+
+    def _message(self, role: str, text: str) -> list[int]:
+        return [self.im_start, *self._plain(f"{role}\n{text}"), self.im_end, *self.newline]
+
+    def persona_ids(self, c: Character) -> list[int]:
+        return self._message("system", persona_text(c))
+
+    def turn_ids(self, utterance: str, scene_text: str = "", history: Sequence[Turn] = ()) -> list[int]:
+        utterance = clean_utterance(utterance)
+        ids: list[int] = []
+        for t in list(history)[-LIMITS.history_turns_in_prompt:]:
+            ids += self._message("user" if t.speaker == "player" else "assistant", t.text)
+        said = f"({scene_text})\n{utterance}" if scene_text else utterance
+        ids += self._message("user", said)
+        ids += [self.im_start, *self._plain("assistant\n")]
+        return ids
+
+
+def clean_utterance(text: Any) -> str:
+    if not isinstance(text, str):
+        raise PromptError(f"utterance must be a string, got {type(text).__name__}")
+    text = " ".join(text.split())
+    if not text:
+        raise PromptError("utterance is empty: send what the player said")
+    if len(text) > LIMITS.max_utterance_chars:
+        raise PromptError(f"utterance is {len(text)} characters; the limit is {LIMITS.max_utterance_chars}")
+    return text
+
+
+def parse_history(raw: Any) -> list[Turn]:
+    """Validate a batch/protocol history list into Turns (bounded, typed errors)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise PromptError("history must be a list of {speaker, text} objects")
+    if len(raw) > LIMITS.max_history_turns:
+        raise PromptError(f"history has {len(raw)} turns; the limit is {LIMITS.max_history_turns}")
+    turns = []
+    for i, t in enumerate(raw):
+        if not isinstance(t, Mapping) or t.get("speaker") not in ("player", "npc") or not isinstance(t.get("text"), str):
+            raise PromptError(f"history[{i}] must be {{\"speaker\": \"player\"|\"npc\", \"text\": str}}")
+        text = " ".join(t["text"].split())[: LIMITS.max_history_chars]
+        if text:
+            turns.append(Turn(t["speaker"], text))
+    return turns
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    return Tokenizer.from_file(str(path))

@@ -1,0 +1,152 @@
+"""Turning logits into the next token, one conversation at a time.
+
+Every in-flight line owns a `LineSampler`: its own seeded RNG (so a line does not
+depend on what else is in the batch), its options, and the per-character rules:
+
+* the reply opens with an emotion tag constrained to the sheet's `emotions`
+  (a token trie: the model picks the mood, but only from the enum);
+* catchphrase tokens get a logit bias;
+* banned words can never appear: a candidate token that would complete a banned
+  word (case-insensitive, as a whole word) is masked and the draw repeated.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from npc_brain.config import GenerationOptions
+
+_WORDISH = re.compile(r"[a-z0-9']")
+
+
+class TokenTexts:
+    """Decoded text of every token id, computed once per tokenizer (byte-level BPE
+    tokens decode to their own text, leading space included)."""
+
+    def __init__(self, tok: Tokenizer):
+        self.tok = tok
+        n = tok.get_vocab_size()
+        self.texts = [tok.decode([i], skip_special_tokens=False) for i in range(n)]
+        self.special = {tok.token_to_id(s) for s in ("<|im_end|>", "<|endoftext|>", "<|im_start|>")} - {None}
+        self.stop_ids = {t for t in (tok.token_to_id("<|im_end|>"), tok.token_to_id("<|endoftext|>")) if t is not None}
+
+
+@dataclass
+class BannedWords:
+    words: tuple[str, ...]
+    _patterns: list[re.Pattern] = field(default_factory=list)
+
+    def __post_init__(self):
+        self._patterns = [re.compile(r"(?<![a-z0-9])" + re.escape(w.lower().strip()) + r"(?![a-z0-9])")
+                          for w in self.words if w.strip()]
+
+    def violates(self, text: str) -> bool:
+        """True when `text` ends in (or contains) a banned word. The end of the text
+        counts as a word boundary, so a word is caught the moment it is complete."""
+        low = text.lower()
+        return any(p.search(low) for p in self._patterns)
+
+
+def emotion_trie(tok: Tokenizer, emotions: Sequence[str]) -> dict:
+    """Token-id trie over "[emotion]" spellings; a leaf is marked with key None -> emotion."""
+    root: dict = {}
+    for e in emotions:
+        node = root
+        for tid in tok.encode(f"[{e}]", add_special_tokens=False).ids:
+            node = node.setdefault(tid, {})
+        node[None] = e
+    return root
+
+
+class LineSampler:
+    def __init__(self, texts: TokenTexts, options: GenerationOptions, seed: int, emotions: Sequence[str],
+                 catchphrase_ids: Sequence[int] = (), banned: Sequence[str] = ()):
+        self.t = texts
+        self.opt = options
+        self.rng = np.random.default_rng(seed)
+        self.trie: dict | None = emotion_trie(texts.tok, emotions)
+        self.emotion: str | None = None
+        self.banned = BannedWords(tuple(banned))
+        self.bias_ids = np.array(sorted(set(catchphrase_ids)), np.int64)
+        self.generated: list[int] = []
+        self.text = ""
+
+    # --- the one public step -------------------------------------------------
+    def next_token(self, logits: np.ndarray) -> int:
+        """Choose the next token for this line from its (V,) logits."""
+        logits = logits.astype(np.float64, copy=True)
+        if self.trie is not None:
+            return self._emotion_step(logits)
+        self._shape(logits)
+        for _ in range(64):
+            tid = self._draw(logits)
+            if tid in self.t.stop_ids or not self.banned.violates(self._tail() + self.t.texts[tid]):
+                self.generated.append(tid)
+                if tid not in self.t.stop_ids:
+                    self.text += self.t.texts[tid]
+                return tid
+            logits[tid] = -np.inf  # would complete a banned word: never emit it
+        tid = next(iter(self.t.stop_ids))  # nothing acceptable left: end the line
+        self.generated.append(tid)
+        return tid
+
+    # --- internals -------------------------------------------------------------
+    def _tail(self) -> str:
+        return self.text[-64:]
+
+    def _emotion_step(self, logits: np.ndarray) -> int:
+        allowed = [k for k in self.trie if k is not None]
+        if len(allowed) == 1:
+            tid = allowed[0]
+        elif self.opt.temperature <= 0.0:
+            tid = allowed[int(np.argmax(logits[allowed]))]
+        else:  # the mood is drawn like any token, but only among the sheet's emotions
+            z = logits[allowed] / self.opt.temperature
+            p = np.exp(z - z.max())
+            tid = allowed[int(self.rng.choice(len(allowed), p=p / p.sum()))]
+        self.trie = self.trie[tid]
+        if None in self.trie and len(self.trie) == 1:
+            self.emotion, self.trie = self.trie[None], None
+        return tid
+
+    def _shape(self, logits: np.ndarray) -> None:
+        for sid in self.t.special - self.t.stop_ids:
+            logits[sid] = -np.inf
+        if self.opt.repetition_penalty != 1.0 and self.generated:
+            seen = np.unique(np.array(self.generated, np.int64))
+            vals = logits[seen]
+            logits[seen] = np.where(vals > 0, vals / self.opt.repetition_penalty, vals * self.opt.repetition_penalty)
+        if self.opt.catchphrase_bias and self.bias_ids.size:
+            logits[self.bias_ids] += self.opt.catchphrase_bias
+
+    def _draw(self, logits: np.ndarray) -> int:
+        if self.opt.temperature <= 0.0:
+            return int(np.argmax(logits))
+        z = logits / self.opt.temperature
+        k = self.opt.top_k if 0 < self.opt.top_k < z.size else z.size
+        idx = np.argpartition(-z, k - 1)[:k]
+        idx = idx[np.argsort(-z[idx], kind="stable")]
+        p = np.exp(z[idx] - z[idx[0]])
+        p /= p.sum()
+        if self.opt.top_p < 1.0:
+            keep = int(np.searchsorted(np.cumsum(p), self.opt.top_p) + 1)
+            idx, p = idx[:keep], p[:keep] / p[:keep].sum()
+        return int(idx[self.rng.choice(len(idx), p=p)]) if np.isfinite(p).all() else int(idx[0])
+
+
+def catchphrase_token_ids(tok: Tokenizer, catchphrases: Sequence[str]) -> list[int]:
+    """Distinctive tokens of the catchphrases: words of 4+ letters, with and without
+    a leading space, so the bias nudges the phrase without boosting 'the' or ','."""
+    ids: set[int] = set()
+    for phrase in catchphrases:
+        for word in re.findall(r"[A-Za-z']{4,}", phrase):
+            for form in (word, " " + word):
+                enc = tok.encode(form, add_special_tokens=False).ids
+                if enc:
+                    ids.add(enc[0])
+    return sorted(ids)
