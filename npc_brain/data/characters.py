@@ -21,7 +21,7 @@ _NOT_SPEAKERS = {"narrator", "chitchat"}
 
 # (role, pattern): first match on the name wins, then on the lines/keywords.
 _ROLES: list[tuple[str, str]] = [
-    ("shopkeeper", r"\b(shop\w*|merchant|trader|buy|sell|wares|price|store|broker)\b"),
+    ("shopkeeper", r"\b(shop\w*|merchant|trader|buy|sell|sale|wares|price|store|broker)\b"),
     ("innkeeper", r"\b(inn\w*|tavern|bartender|barkeep|ale|beer|drinks?|brew)\b"),
     ("priest", r"\b(priest\w*|acolyte|temple|church|pray\w*|monk|abbot|cleric|bless\w*)\b"),
     ("healer", r"\b(heal\w*|doctor|nurse|medic\w*|physician)\b"),

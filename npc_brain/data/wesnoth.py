@@ -20,7 +20,7 @@ SETTING = "Battle for Wesnoth: a high-fantasy world of kingdoms, elves, orcs and
 CAMPAIGNS = "usr/share/games/wesnoth"
 
 _TAG = re.compile(r"\[(/?)([A-Za-z_+][\w]*)\]")
-_ATTR = re.compile(r"^\s*([A-Za-z_]\w*)\s*=\s*(.*)$")
+_ATTR = re.compile(r"^\s*([A-Za-z_]\w*)\s*=\s*(.*)$", re.S)
 _QUOTED = re.compile(r'"((?:[^"]|"")*)"')
 _VAR = re.compile(r"\$[\w.\[\]]+\|?")
 # Speaker ids that are not one character.
@@ -46,14 +46,14 @@ def fill_vars(text: str) -> str | None:
 
 
 def _logical_lines(text: str) -> Iterator[str]:
-    """WML lines, with a quoted value that spans several lines joined into one."""
+    """WML lines, with a value that spans several lines (open quote or ``+``) joined into one."""
     buf = ""
     for raw in text.splitlines():
         if not buf and raw.lstrip().startswith("#"):
             continue
         buf = f"{buf}\n{raw}" if buf else raw
-        if _ATTR.match(buf) and buf.count('"') % 2 == 1:
-            continue
+        if _ATTR.match(buf) and (buf.count('"') % 2 == 1 or buf.rstrip().endswith("+")):
+            continue  # open string, or ``+`` concatenation continuing on the next line
         yield buf
         buf = ""
     if buf:
