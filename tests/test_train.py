@@ -1,0 +1,124 @@
+"""LoRA on a tiny random Llama: wrapping is exact at init, training moves only A/B,
+save -> merge reproduces the wrapped model, and bad adapters fail loudly."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from export.llama import Llama, LlamaConfig  # noqa: E402
+from npc_brain.train import lora  # noqa: E402
+from npc_brain.train.forward import hidden_states, target_loss  # noqa: E402
+
+CFG = LlamaConfig(vocab_size=97, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=64)
+
+
+def tiny(seed: int = 0) -> Llama:
+    torch.manual_seed(seed)
+    return Llama(CFG).eval()
+
+
+def last_logits(model: Llama, ids: torch.Tensor) -> torch.Tensor:
+    B, S = ids.shape
+    pos = torch.arange(S).unsqueeze(0).expand(B, S)
+    return model(ids, pos, torch.ones(B, S, dtype=torch.long), *model.empty_past(B))[0]
+
+
+IDS = torch.tensor([[5, 17, 3, 88, 42, 7, 1, 60]])
+
+
+def test_wrap_is_identity_at_init_and_freezes_base():
+    base, m = tiny(), tiny()
+    wrapped = lora.apply_lora(m, rank=4, alpha=8, targets=lora.ALL_TARGETS)
+    assert len(wrapped) == CFG.n_layers * 7
+    assert torch.allclose(last_logits(base, IDS), last_logits(m, IDS), atol=1e-6)
+    trainable = [n for n, p in m.named_parameters() if p.requires_grad]
+    assert trainable and all(n.endswith((".A", ".B")) for n in trainable)
+
+
+def test_targets_subset_and_validation():
+    m = tiny()
+    wrapped = lora.apply_lora(m, rank=2, alpha=2, targets=["q_proj", "v_proj"])
+    assert all(w.endswith(("q_proj", "v_proj")) for w in wrapped) and len(wrapped) == 4
+    with pytest.raises(ValueError):
+        lora.apply_lora(tiny(), targets=["nonsense"])
+    with pytest.raises(ValueError):
+        lora.LoRALinear(torch.nn.Linear(3, 3), rank=0, alpha=1)
+
+
+def _train_a_bit(m: Llama, steps: int = 5) -> None:
+    opt = torch.optim.AdamW(lora.lora_parameters(m), lr=1e-2)
+    labels = IDS.clone()
+    labels[:, :4] = -100
+    for _ in range(steps):
+        loss, n = target_loss(m, IDS, torch.ones_like(IDS), labels)
+        assert n == 4
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def test_training_changes_only_adapter_and_lowers_loss():
+    m = tiny()
+    before = {k: v.clone() for k, v in m.state_dict().items() if not k.endswith((".A", ".B"))}
+    lora.apply_lora(m, rank=4, alpha=8)
+    labels = IDS.clone()
+    labels[:, :4] = -100
+    l0 = target_loss(m, IDS, torch.ones_like(IDS), labels)[0].item()
+    _train_a_bit(m, 20)
+    l1 = target_loss(m, IDS, torch.ones_like(IDS), labels)[0].item()
+    assert l1 < l0
+    after = {k.replace(".base", ""): v for k, v in m.state_dict().items() if not k.endswith((".A", ".B"))}
+    assert set(after) == set(before)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_save_then_merge_matches_wrapped_model(tmp_path):
+    m = tiny()
+    lora.apply_lora(m, rank=4, alpha=8)
+    _train_a_bit(m)
+    path = tmp_path / "adapter.pt"
+    lora.save_adapter(m, path, recipe={"seed": 1}, dtype=torch.float32)
+    plain = tiny()
+    assert lora.merge_adapter_file(plain, path) == CFG.n_layers * 7
+    assert torch.allclose(last_logits(m, IDS), last_logits(plain, IDS), atol=1e-5)
+    assert lora.load_adapter(path)["recipe"] == {"seed": 1}
+    # fp16 storage (what we commit) stays close
+    lora.save_adapter(m, path)
+    plain16 = tiny()
+    lora.merge_adapter_file(plain16, path)
+    assert torch.allclose(last_logits(m, IDS), last_logits(plain16, IDS), atol=1e-2)
+    # round trip into a wrapped model, and unwrap_merged
+    again = tiny()
+    lora.apply_lora(again, rank=4, alpha=8)
+    lora.load_adapter_into(again, lora.load_adapter(path))
+    lora.unwrap_merged(again)
+    assert not lora.lora_modules(again)
+    assert torch.allclose(last_logits(plain16, IDS), last_logits(again, IDS), atol=1e-5)
+
+
+def test_bad_adapters_raise(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(lora.AdapterError):
+        lora.merge_adapter_file(tiny(), bad)
+    torch.save({"format": "something-else"}, bad)
+    with pytest.raises(lora.AdapterError):
+        lora.merge_adapter_file(tiny(), bad)
+    big = Llama(LlamaConfig(vocab_size=97, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=64))
+    lora.apply_lora(big, rank=2, alpha=2)
+    lora.save_adapter(big, bad)
+    with pytest.raises(lora.AdapterError, match="do not fit"):
+        lora.merge_adapter_file(tiny(), bad)
+
+
+def test_training_forward_matches_serving_forward():
+    m = tiny()
+    h = hidden_states(m, IDS, torch.ones_like(IDS))
+    assert torch.allclose(m.lm_head(h[:, -1]), last_logits(m, IDS), atol=1e-5)
+    # right padding does not change the real positions
+    padded = torch.cat([IDS, torch.zeros(1, 3, dtype=torch.long)], dim=1)
+    mask = torch.cat([torch.ones_like(IDS), torch.zeros(1, 3, dtype=torch.long)], dim=1)
+    hp = hidden_states(m, padded, mask)
+    assert torch.allclose(hp[:, : IDS.shape[1]], h, atol=1e-5)
