@@ -3,6 +3,8 @@
 
     apt-get install -y --no-install-recommends xvfb xdotool minetest minetest-data
     python scripts/capture_screens.py minetest --shots 300 --out build/vision/real/minetest
+    apt-get install -y --no-install-recommends flare-game
+    python scripts/capture_screens.py flare --per-spot 3 --out build/vision/real/flare
 
 Minetest: a throw-away world gets a small world mod (written below) that drives the game from the
 inside: it teleports the player to random surface spots, reads the biome there (-> place), sets the
@@ -310,9 +312,101 @@ def capture_minetest(out: Path, shots: int, seed: int, width: int, height: int, 
     return kept
 
 
+FLARE_MAPS = Path("/usr/share/games/flare/mods/empyrean_campaign/maps")
+# tileset -> (setting, place, time): Flare has no day/night cycle; its outdoor maps are daylit.
+FLARE_TILESETS = {
+    "dungeon": ("indoor", "dungeon", None), "cave": ("indoor", "cave", None),
+    "cave_and_dungeon": ("indoor", None, None), "grassland": ("outdoor", None, "day"),
+    "snowplains": ("outdoor", "snow", "day"),
+}
+FLARE_AVATAR = """name=Delrek
+permadeath=0
+option=male,head_short,images/portraits/male01.png
+class=Adventurer
+xp=0
+build=2,2,2,2
+currency=0
+spawn=maps/{map},{x},{y}
+"""
+
+
+def flare_maps() -> list[tuple[str, str, int, int]]:
+    out = []
+    for path in sorted(FLARE_MAPS.glob("*.txt")):
+        text = path.read_text(errors="replace")
+        tileset = hero = None
+        for line in text.splitlines():
+            if line.startswith("tileset=tilesetdefs/tileset_") and tileset is None:
+                tileset = line.split("tileset_", 1)[1].rsplit(".", 1)[0]
+            if line.startswith("hero_pos=") and hero is None:
+                hero = tuple(int(v) for v in line.split("=", 1)[1].split(",")[:2])
+        if tileset in FLARE_TILESETS and hero is not None:
+            out.append((path.name, tileset, hero[0], hero[1]))
+    return out
+
+
+def capture_flare(out: Path, views: int, seed: int, width: int, height: int, display: int) -> int:
+    """One game launch per map (spawned at the map's entry point by a written save file); the hero
+    is walked around with xdotool clicks and the screen grabbed after each walk. Labels come from
+    the map's tileset: dungeon / cave maps are indoor, grassland / snowplains maps outdoor by day."""
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    home = (Path("build/vision/flare_run") / f"seed{seed}").resolve()
+    save = home / ".local/share/flare/saves/empyrean/1"
+    conf = home / ".config/flare"
+    kept = 0
+    xvfb = subprocess.Popen(["Xvfb", f":{display}", "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.5)
+    env = dict(os.environ, DISPLAY=f":{display}", HOME=str(home), LP_NUM_THREADS="1",
+               XDG_DATA_HOME=str(home / ".local/share"), XDG_CONFIG_HOME=str(home / ".config"))
+    try:
+        with (out / "labels.jsonl").open("a") as fh:
+            for name, tileset, hx, hy in flare_maps():
+                if save.exists():
+                    shutil.rmtree(save)
+                save.mkdir(parents=True)
+                conf.mkdir(parents=True, exist_ok=True)
+                (conf / "settings.txt").write_text(
+                    f"resolution_w={width}\nresolution_h={height}\nfullscreen=0\nmusic_volume=0\nsound_volume=0\n")
+                (save / "avatar.txt").write_text(FLARE_AVATAR.format(map=name, x=hx, y=hy))
+                game = subprocess.Popen(["/usr/games/flare", "--no-audio", "--load-slot=1"], env=env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(7)
+                setting, place, tod = FLARE_TILESETS[tileset]
+                for v in range(views):
+                    if v:
+                        x, y = rng.randint(width // 5, 4 * width // 5), rng.randint(height // 5, 3 * height // 4)
+                        subprocess.run(["xdotool", "mousemove", str(x), str(y), "click", "1"], env=env,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                        time.sleep(2.5)
+                    if game.poll() is not None:
+                        break
+                    img = ImageGrab.grab(xdisplay=f":{display}").convert("RGB").crop((0, 0, width, height))
+                    if max(img.getextrema()[c][1] for c in range(3)) < 10:
+                        continue  # still loading: a black frame
+                    file = f"flare_s{seed}_{name[:-4]}_{v}.png"
+                    img.save(out / file)
+                    labels = {"place": place, "setting": setting, "time": tod, "weather": None,
+                              "danger": None, "creatures": None, "player": None}
+                    fh.write(json.dumps({"file": file, "game": "flare", "labels": labels,
+                                         "meta": {"map": name, "tileset": tileset, "view": v}}) + "\n")
+                    kept += 1
+                game.terminate()
+                try:
+                    game.wait(5)
+                except subprocess.TimeoutExpired:
+                    game.kill()
+                print(f"  flare {name}: {kept} kept so far", file=sys.stderr)
+    finally:
+        xvfb.terminate()
+        xvfb.wait(5)
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("game", choices=["minetest"])
+    ap.add_argument("game", choices=["minetest", "flare"])
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--shots", type=int, default=150)
     ap.add_argument("--seed", type=int, default=1)
@@ -324,7 +418,11 @@ def main(argv: list[str] | None = None) -> int:
     w, h = (int(v) for v in args.size.split("x"))
     out = args.out or Path("build/vision/real") / args.game
     random.seed(args.seed)
-    kept = capture_minetest(out, args.shots, args.seed, w, h, args.per_spot, args.display, args.timeout)
+    if args.game == "flare":
+        kept = capture_flare(out, args.per_spot, args.seed, w, h, args.display)
+    else:
+        kept = capture_minetest(out, args.shots, args.seed, w, h, args.per_spot, args.display,
+                                args.timeout)
     print(json.dumps({"game": args.game, "seed": args.seed, "kept": kept, "out": str(out)}))
     return 0
 

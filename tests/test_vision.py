@@ -1,0 +1,278 @@
+"""Vision path: scene vocabulary and merging, screenshot decoding (bad input), the procedural
+renderer, and the ONNX scene reader built from the committed head (with a PyTorch parity check)."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from npc_brain.scene import MULTI_LABEL, SCENE_VOCAB, merge_scene, scene_to_text
+from npc_brain.vision import MAX_IMAGE_BYTES, ImageError, decode_screenshot, prepare
+
+FIXTURES = Path(__file__).parent / "fixtures" / "screens"
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _jpeg(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk
+            + struct.pack(">I", zlib.crc32(chunk)) + b"\x00\x00\x00\x00IEND\xaeB`\x82")
+
+
+IMG = (np.arange(48 * 64 * 3) % 251).astype(np.uint8).reshape(48, 64, 3)
+
+
+# ---------------------------------------------------------------- scene vocabulary / merging / text
+
+def test_vocab_shape():
+    assert {"place", "time", "weather", "danger", "creatures", "player", "setting"} <= set(SCENE_VOCAB)
+    assert MULTI_LABEL <= set(SCENE_VOCAB)
+    assert {"day", "dusk", "night"} == set(SCENE_VOCAB["time"])
+
+
+def test_engine_wins_and_unknown_tags_kept():
+    seen = {"time": "day", "place": "forest", "setting": "outdoor", "weather": "clear", "creatures": ["wolves"]}
+    engine = {"time": "night", "place": "Tavern", "danger": "fire", "quest": "Find the\x00 ring\n"}
+    merged = merge_scene(seen, engine)
+    assert merged["time"] == "night"
+    assert merged["place"] == "tavern" and merged["setting"] == "indoor"
+    assert "weather" not in merged  # cannot be seen from inside, and vision's guess was outdoors
+    assert merged["danger"] == ["fire"] and merged["creatures"] == ["wolves"]
+    assert merged["quest"] == "Find the ring"
+
+
+def test_engine_setting_drops_contradicting_place():
+    merged = merge_scene({"place": "forest", "setting": "outdoor"}, {"setting": "indoor"})
+    assert merged == {"setting": "indoor"}
+
+
+def test_sanitise_limits():
+    engine = {f"tag{i}": "x" * 500 for i in range(40)}
+    engine["danger"] = "none"
+    engine["nested"] = {"a": 1}
+    merged = merge_scene(None, engine)
+    assert len(merged) <= 16
+    assert all(isinstance(k, str) and len(k) <= 64 for k in merged)
+    assert all(len(v) <= 64 for v in merged.values() if isinstance(v, str))
+    assert merged["danger"] == []
+    assert "nested" not in merged
+    assert merge_scene(None, None) == {} and merge_scene({}, "not a mapping") == {}  # type: ignore[arg-type]
+
+
+def test_scene_to_text():
+    text = scene_to_text({"time": "night", "weather": "rain", "place": "tavern", "danger": ["fire"],
+                          "creatures": ["wolves"], "player": "badly_hurt"})
+    assert text == ("It is night, raining, inside a tavern that is on fire; wolves are in view; "
+                    "the player looks badly hurt.")
+    assert scene_to_text({}) == ""
+    assert scene_to_text({"danger": []}) == ""
+    assert scene_to_text({"creatures": ["dragon"], "danger": ["combat"]}) == \
+        "A fight is going on; a dragon is in view."
+    assert "mood: tense" in scene_to_text({"setting": "outdoor", "mood": "tense"})
+
+
+# ---------------------------------------------------------------- decoding
+
+def test_decode_good_formats():
+    assert np.array_equal(decode_screenshot(_png(IMG)), IMG)
+    assert decode_screenshot(_jpeg(IMG), "jpeg").shape == IMG.shape
+    assert np.array_equal(decode_screenshot(IMG.tobytes(), "rgb", 64, 48), IMG)
+    rgba = np.concatenate([IMG, np.full((48, 64, 1), 255, np.uint8)], axis=2)
+    assert np.array_equal(decode_screenshot(rgba.tobytes(), "rgba", 64, 48), IMG)
+    assert decode_screenshot(_png(rgba)).shape == IMG.shape  # alpha dropped
+    grey = _png(IMG[:, :, 0])
+    assert decode_screenshot(grey).shape == IMG.shape
+
+
+@pytest.mark.parametrize("data,fmt,kw,code", [
+    (b"", "auto", {}, "BAD_IMAGE"),
+    (b"\x89PNG\r\n\x1a\nnot really", "auto", {}, "BAD_IMAGE"),
+    (b"GIF89a" + b"\x00" * 40, "auto", {}, "BAD_IMAGE"),
+    (b"BM" + b"\x00" * 60, "auto", {}, "BAD_IMAGE"),
+    (b"\x00" * 10, "rgb", {"width": 2, "height": 2}, "BAD_IMAGE"),
+    (b"\x00" * 12, "rgb", {}, "BAD_IMAGE"),
+    (b"\x00" * 12, "rgb", {"width": 0, "height": 4}, "BAD_IMAGE"),
+    (b"\x00" * 12, "rgb", {"width": 100000, "height": 100000}, "TOO_LARGE"),
+    (b"\x00" * (MAX_IMAGE_BYTES + 1), "auto", {}, "TOO_LARGE"),
+    (b"\x00" * 12, "bmp", {}, "BAD_IMAGE"),
+])
+def test_decode_bad_inputs(data, fmt, kw, code):
+    with pytest.raises(ImageError) as err:
+        decode_screenshot(data, fmt, **kw)
+    assert err.value.code == code
+    assert str(err.value)
+
+
+def test_truncated_and_corrupt():
+    png, jpg = _png(IMG), _jpeg(IMG)
+    for data in (png[: len(png) // 2], png[:30], jpg[: len(jpg) // 2], jpg[:20],
+                 png[:40] + bytes(len(png) - 40)):
+        with pytest.raises(ImageError) as err:
+            decode_screenshot(data)
+        assert err.value.code == "BAD_IMAGE"
+
+
+def test_header_dimensions_checked_before_decoding():
+    with pytest.raises(ImageError) as err:
+        decode_screenshot(_png_header_only(100_000, 100_000))
+    assert err.value.code == "TOO_LARGE"
+    with pytest.raises(ImageError) as err:
+        decode_screenshot(_png_header_only(0, 10))
+    assert err.value.code == "BAD_IMAGE"
+    jpg = bytearray(_jpeg(IMG))  # patch the SOF0 frame header to claim 60000x60000
+    sof = jpg.index(b"\xff\xc0")
+    jpg[sof + 5:sof + 9] = struct.pack(">HH", 60000, 60000)
+    with pytest.raises(ImageError) as err:
+        decode_screenshot(bytes(jpg))
+    assert err.value.code == "TOO_LARGE"
+
+
+def test_decompression_bomb():
+    bomb = _png(np.zeros((5000, 4200), np.uint8))  # ~21M pixels in a few tens of KB
+    assert len(bomb) < 200_000
+    with pytest.raises(ImageError) as err:
+        decode_screenshot(bomb)
+    assert err.value.code == "TOO_LARGE"
+
+
+def test_declared_format_mismatch():
+    with pytest.raises(ImageError):
+        decode_screenshot(_png(IMG), "jpeg")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=2048), st.sampled_from(["auto", "png", "jpeg", "rgb", "rgba", "gif"]),
+       st.one_of(st.none(), st.integers(-5, 70)), st.one_of(st.none(), st.integers(-5, 70)))
+def test_fuzz_random_bytes_only_image_error(data, fmt, w, h):
+    try:
+        out = decode_screenshot(data, fmt, w, h)
+    except ImageError:
+        return
+    assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_fuzz_mutated_images_only_image_error(data):
+    base = data.draw(st.sampled_from([_png(IMG), _jpeg(IMG)]))
+    buf = bytearray(base)
+    for _ in range(data.draw(st.integers(1, 8))):
+        pos = data.draw(st.integers(0, len(buf) - 1))
+        buf[pos] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(8, len(buf)))
+    try:
+        decode_screenshot(bytes(buf[:cut]))
+    except ImageError:
+        pass
+
+
+def test_prepare():
+    out = prepare(np.zeros((720, 1280, 3), np.uint8))
+    assert out.shape == (224, 224, 3) and out.dtype == np.uint8
+    with pytest.raises(ImageError):
+        prepare(np.zeros((0, 10, 3), np.uint8))
+
+
+# ---------------------------------------------------------------- procedural renderer
+
+def test_renderer_labels_and_determinism():
+    from npc_brain.render_scenes import render_sample
+
+    for seed in range(12):
+        img, lab = render_sample(seed)
+        assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+        for tag, value in lab.items():
+            assert tag in SCENE_VOCAB
+            if value is None:
+                continue
+            if tag in MULTI_LABEL:
+                assert set(value) <= set(SCENE_VOCAB[tag])
+            else:
+                assert value in SCENE_VOCAB[tag]
+        if lab["setting"] == "indoor":
+            assert lab["weather"] is None
+    a, la = render_sample(5)
+    b, lb = render_sample(5)
+    assert np.array_equal(a, b) and la == lb
+
+
+# ---------------------------------------------------------------- the model (committed head)
+
+@pytest.fixture(scope="module")
+def vision_dir(tmp_path_factory):
+    pytest.importorskip("torch")
+    from export.vision import HEAD_NPZ, build_vision
+
+    if not HEAD_NPZ.exists():
+        pytest.skip("no committed scene head")
+    out = tmp_path_factory.mktemp("vision")
+    info = build_vision(out)
+    assert info["sha256"] and set(info["vocab"]) == set(SCENE_VOCAB)
+    return out
+
+
+def _fixture_screens():
+    labels = FIXTURES / "labels.jsonl"
+    if not labels.exists():
+        return []
+    return [json.loads(line) for line in labels.read_text().splitlines()]
+
+
+def test_parity_torch_vs_onnx(vision_dir):
+    from export.vision import parity
+    from npc_brain.render_scenes import render_sample
+
+    images = [render_sample(s)[0] for s in range(3)]
+    images += [np.asarray(Image.open(FIXTURES / r["file"]).convert("RGB")) for r in _fixture_screens()[:3]]
+    assert parity(vision_dir, images) < 1e-4
+
+
+def test_reader_outputs_vocab_values(vision_dir):
+    from npc_brain.vision import SceneReader
+
+    reader = SceneReader(vision_dir)
+    for rec in _fixture_screens() or [{"file": None}]:
+        img = IMG if rec["file"] is None else decode_screenshot((FIXTURES / rec["file"]).read_bytes())
+        seen = reader.read(img)
+        for tag, value in seen.items():
+            if tag in MULTI_LABEL:
+                assert set(value) <= set(SCENE_VOCAB[tag])
+            else:
+                assert value in SCENE_VOCAB[tag]
+        scored = reader.read_with_scores(img)
+        assert set(scored) == set(SCENE_VOCAB)
+        assert scene_to_text(merge_scene(seen, None)) == "" or scene_to_text(merge_scene(seen, None)).endswith(".")
+
+
+def test_reader_reads_fixture_screens(vision_dir):
+    """The committed head gets indoor/outdoor right on most of the small real fixture set."""
+    from npc_brain.vision import SceneReader
+
+    recs = [r for r in _fixture_screens() if r["labels"].get("setting")]
+    if not recs:
+        pytest.skip("no fixture screenshots")
+    reader = SceneReader(vision_dir)
+    right = sum(reader.read_with_scores(decode_screenshot((FIXTURES / r["file"]).read_bytes()))["setting"]["value"]
+                == r["labels"]["setting"] for r in recs)
+    assert right >= 0.6 * len(recs)
