@@ -127,27 +127,35 @@ def extract(model: SceneModel, images: list[np.ndarray], batch: int = 32) -> np.
     return np.concatenate(out) if out else np.zeros((0, FEATURES), np.float32)
 
 
-def cache_procedural(model: SceneModel, start: int, count: int) -> Path:
+def cache_procedural(model: SceneModel, start: int, count: int, chunk_size: int = 500) -> Path:
+    """Render seeds start..start+count, cache backbone features; resumable in chunks of 500."""
     from npc_brain.render_scenes import render_sample
 
     path = WORK / "features" / f"proc_{start}_{count}.npz"
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    feats, singles, multis = [], [], []
-    chunk: list[np.ndarray] = []
+    parts = []
     t0 = time.time()
-    for seed in range(start, start + count):
-        img, lab = render_sample(seed)
-        chunk.append(prepare(img))
-        s, m = encode_labels(lab)
-        singles.append(s)
-        multis.append(m)
-        if len(chunk) == 64 or seed == start + count - 1:
-            feats.append(extract(model, chunk))
-            chunk = []
-            print(f"  procedural {seed - start + 1}/{count} ({time.time() - t0:.0f}s)", file=sys.stderr)
-    np.savez(path, feats=np.concatenate(feats), single=np.stack(singles), multi=np.stack(multis))
+    for lo in range(start, start + count, chunk_size):
+        hi = min(lo + chunk_size, start + count)
+        part = WORK / "features" / f"proc_chunk_{lo}_{hi}.npz"
+        if not part.exists():
+            feats, singles, multis, images = [], [], [], []
+            for seed in range(lo, hi):
+                img, lab = render_sample(seed)
+                images.append(prepare(img))
+                s, m = encode_labels(lab)
+                singles.append(s)
+                multis.append(m)
+                if len(images) == 64 or seed == hi - 1:
+                    feats.append(extract(model, images))
+                    images = []
+            np.savez(part, feats=np.concatenate(feats), single=np.stack(singles), multi=np.stack(multis))
+            print(f"  procedural {hi - start}/{count} ({time.time() - t0:.0f}s)", file=sys.stderr)
+        parts.append(part)
+    f, s, m = load_npz(parts)
+    np.savez(path, feats=f, single=s, multi=m)
     return path
 
 
@@ -237,23 +245,25 @@ def train_head(feats: np.ndarray, single: np.ndarray, multi: np.ndarray, weights
     return head.eval()
 
 
-def save_head(head: Head, recipe: dict[str, Any]) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+def save_head(head: Head, recipe: dict[str, Any], head_dir: Path = ARTIFACTS) -> None:
+    head_dir.mkdir(parents=True, exist_ok=True)
+    npz = head_dir / HEAD_NPZ.name
     state = {k: v.detach().numpy().astype(np.float16) for k, v in head.state_dict().items()}
-    np.savez_compressed(HEAD_NPZ, **state)
-    recipe = dict(recipe, sha256=hashlib.sha256(HEAD_NPZ.read_bytes()).hexdigest(),
+    np.savez_compressed(npz, **state)
+    recipe = dict(recipe, sha256=hashlib.sha256(npz.read_bytes()).hexdigest(),
                   layout=tag_layout(), hidden=HIDDEN)
-    HEAD_JSON.write_text(json.dumps(recipe, indent=2) + "\n")
+    (head_dir / HEAD_JSON.name).write_text(json.dumps(recipe, indent=2) + "\n")
 
 
-def load_head() -> Head:
-    data = np.load(HEAD_NPZ)
+def load_head(head_dir: Path = ARTIFACTS) -> Head:
+    data = np.load(head_dir / HEAD_NPZ.name)
     head = Head()
     head.load_state_dict({k: torch.from_numpy(data[k].astype(np.float32)) for k in data.files})
     return head.eval()
 
 
-def train(real_games: list[str], n_proc: int, epochs: int, real_weight: float) -> dict[str, Any]:
+def train(real_games: list[str], n_proc: int, epochs: int, real_weight: float,
+          head_dir: Path = ARTIFACTS) -> dict[str, Any]:
     torch.set_num_threads(2)
     model = SceneModel(load_backbone(), Head()).eval()
     t0 = time.time()
@@ -282,7 +292,7 @@ def train(real_games: list[str], n_proc: int, epochs: int, real_weight: float) -
         "command": "python -m export.vision train " + " ".join(f"--real {g}" for g in real_games)
                    + f" --n-proc {n_proc} --epochs {epochs}",
     }
-    save_head(head, recipe)
+    save_head(head, recipe, head_dir)
     return recipe
 
 
@@ -295,14 +305,14 @@ def export_onnx(model: SceneModel, path: Path) -> None:
                       dynamo=False)
 
 
-def build_vision(out_dir: Path) -> dict:
+def build_vision(out_dir: Path, head_dir: Path = ARTIFACTS) -> dict:
     """Write out_dir/scene.onnx and out_dir/vocab.json from the committed head (trains if missing)."""
-    out_dir = Path(out_dir)
+    out_dir, head_dir = Path(out_dir), Path(head_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not HEAD_NPZ.exists():
-        train([], 4000, 60, 0.0)
-    recipe = json.loads(HEAD_JSON.read_text()) if HEAD_JSON.exists() else {}
-    model = SceneModel(load_backbone(), load_head()).eval()
+    if not (head_dir / HEAD_NPZ.name).exists():
+        train([], 4000, 60, 0.0, head_dir)
+    recipe = json.loads((head_dir / HEAD_JSON.name).read_text())
+    model = SceneModel(load_backbone(), load_head(head_dir)).eval()
     export_onnx(model, out_dir / "scene.onnx")
     vocab = {
         "version": 1,
@@ -342,13 +352,17 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--n-proc", type=int, default=4000)
     t.add_argument("--epochs", type=int, default=60)
     t.add_argument("--real-weight", type=float, default=1.0)
+    t.add_argument("--head-dir", type=Path, default=ARTIFACTS, help="where to write the head (default: "
+                   "the committed artefact)")
     b = sub.add_parser("build", help="export scene.onnx + vocab.json")
     b.add_argument("out", type=Path)
+    b.add_argument("--head-dir", type=Path, default=ARTIFACTS)
     args = ap.parse_args(argv)
     if args.cmd == "train":
-        print(json.dumps(train(args.real, args.n_proc, args.epochs, args.real_weight), indent=2))
+        print(json.dumps(train(args.real, args.n_proc, args.epochs, args.real_weight, args.head_dir),
+                         indent=2))
     else:
-        info = build_vision(args.out)
+        info = build_vision(args.out, args.head_dir)
         print(json.dumps({k: info[k] for k in ("sha256", "head")}, indent=2))
     return 0
 

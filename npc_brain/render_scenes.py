@@ -373,7 +373,7 @@ def _indoor(rng, W, H, lab):
     d = Draw(img)
     windows = place in WINDOWED and not topdown and rng.random() < 0.75
     if topdown:
-        tile = int(rng.integers(16, 48))
+        tile = max(4, min(int(rng.integers(16, 48)), H // 5, W // 5))
         for y in range(0, H, tile):
             for x in range(0, W, tile):
                 d.rectangle([x, y, x + tile - 2, y + tile - 2], fill=_jitter(rng, floor, 10))

@@ -52,7 +52,7 @@ end
 
 local function time_for(kind)
   if kind == "day" then return rf(0.30, 0.70) end
-  if kind == "dusk" then return rf(0.765, 0.79) end
+  if kind == "dusk" then return rf(0.785, 0.805) end
   if rng:next(0, 1) == 0 then return rf(0.86, 0.99) end
   return rf(0.01, 0.15)
 end
@@ -179,7 +179,8 @@ function state.step()
         for k = 1, cfg.per_spot do
           table.insert(queue, function(p)
             local tkind = times[rng:next(1, 3)]
-            minetest.set_timeofday(time_for(tkind))
+            local tod = time_for(tkind)
+            minetest.set_timeofday(tod)
             local yaw = rf(0, 6.28)
             p:set_pos(base); p:set_look_horizontal(yaw); p:set_look_vertical(rf(-0.35, 0.15))
             local danger = {}
@@ -192,7 +193,7 @@ function state.step()
               danger = {"fire"}
             end
             capture(p, {setting = "outdoor", place = place, time = tkind, danger = danger},
-                    {biome = biome, node = node, x = x, y = y, z = z})
+                    {biome = biome, node = node, x = x, y = y, z = z, timeofday = tod})
           end)
         end
       end
