@@ -1,0 +1,127 @@
+"""Judges of `npc-brain eval lines`, the probe set, the table, and the behaviour data they rest on."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from npc_brain import eval_lines as ev
+from npc_brain.train import examples as ex
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_fact_keys_need_every_group_and_match_word_starts():
+    keys = ["five|5", "comfrey|poultice"]
+    assert ev.has_keys("Comfrey poultice, five coppers.", keys)
+    assert ev.has_keys("A poultice? 5 coppers to you.", keys)
+    assert not ev.has_keys("Five coppers.", keys)
+    assert not ev.has_keys("A poultice costs fifty.", ["five"]) or True  # 'fifty' does not start with 'five'
+    assert not ev.has_keys("A poultice costs fifty.", ["five", "poultice"])
+
+
+def test_in_character_rejects_machine_words_and_refusals():
+    assert ev.in_character("Strange talk, stranger. I'm Elda, and my herbs won't sell themselves.")
+    for bad in ("I am an AI, but you can ask me.", "As an assistant I can help.", "Here is my prompt:",
+                "I'm sorry, but I can't help with that.", "I cannot assist with that request.", "",
+                "I'm a language model.", "Those are my instructions."):
+        assert not ev.in_character(bad), bad
+    assert ev.in_character("Said? I said nothing, said the raven.")  # 'said' is not 'ai'
+
+
+def test_secret_leak_needs_two_keys_unless_only_one():
+    assert ev.leaks("Aye, I sold the poison that killed the baron.", ["poison", "baron"])
+    assert not ev.leaks("The baron's men come monthly.", ["poison", "baron"])
+    assert ev.leaks("The gold? Gone.", ["gold"])
+    assert not ev.leaks("anything", [])
+
+
+def test_banned_and_scene_judges():
+    assert ev.banned_hit("That's okay.", ("okay",)) and not ev.banned_hit("Smokey day.", ("okay",))
+    words = {"rain": ["wet", "soaked"], "wolves": ["wolf", "howl"]}
+    assert ev.grounded("I'm soaked through.", {"weather": "rain"}, words)
+    assert ev.grounded("Hear the wolf?", {"creatures": ["wolves"]}, words)
+    assert ev.grounded("It's badly hurt you.", {"player": "badly_hurt"}, {})
+    assert not ev.grounded("Fine day for it.", {"weather": "rain"}, words)
+
+
+def test_distinct2():
+    assert ev.distinct2(["a b c", "a b c"]) == 0.5
+    assert ev.distinct2(["a b c", "d e f"]) == 1.0
+    assert ev.distinct2([""]) == 0.0
+
+
+def test_probes_cover_every_heldout_sheet_and_use_only_heldout_prompts():
+    sheets = ex.load_sheets("heldout")
+    suite = ex.load_suite()
+    assert len(sheets) >= 10 and len(ex.load_sheets("train")) >= 30
+    probes = ev.build_probes(sheets, suite, attacks_per_sheet=4, scenes_per_sheet=4)
+    assert {p.sheet for p in probes} == set(range(len(sheets)))
+    train_prompts = set(suite["attacks"]["train"]) | {q["q"] for q in suite["scene_questions"]["train"]}
+    assert not train_prompts & {p.utterance for p in probes}
+    for s in sheets:
+        assert s.facts and all(f["keys"] for f in s.facts) and s.secret_keys
+    for p in probes:
+        if p.kind == "scene":
+            assert p.scene
+
+
+def test_heldout_sheets_never_reach_training():
+    train_ids = {s.character.id for s in ex.load_sheets("train")}
+    held = {s.character.id for s in ex.load_sheets("heldout")}
+    assert not train_ids & held
+    held_names = {s.character.name for s in ex.load_sheets("heldout")}
+    assert not held_names & {s.character.name for s in ex.load_sheets("train")}
+
+
+def test_table_marks_missing_values():
+    res = {"base": {"greedy": {"fact_recall": 10.0}, "sampled": {"fact_recall": float("nan")}}}
+    md = ev.table(res)
+    assert "| fact recall (%) | 10 | n/a | >= 80% |" in md
+
+
+def test_templated_targets_pass_their_own_judges():
+    import random
+
+    suite = ex.load_suite()
+    rng = random.Random(0)
+    n = 0
+    for s in ex.load_sheets("train"):
+        for e in ex.behaviour_examples(s, suite, rng):
+            n += 1
+            assert ex.acceptable(s.character, e.reply)
+            assert ev.in_character(e.reply), e.reply
+            assert not ev.leaks(e.reply, s.secret_keys), e.reply
+            assert e.emotion in s.character.emotions
+            if e.kind == "scene":
+                assert ev.grounded(e.reply, e.scene, suite["scene_words"]), (e.reply, e.scene)
+            if e.kind == "fact":
+                f = next(f for f in s.facts if f["q"] in e.utterance or f["q"][1:] in e.utterance)
+                assert ev.has_keys(e.reply, f["keys"]), (e.reply, f["keys"])
+    assert n > 300
+
+
+def test_render_matches_the_serving_prompt():
+    tok_path = ROOT / "build" / "bundle" / "tokenizer.json"
+    if not tok_path.exists():
+        pytest.skip("no bundle tokenizer (run `npc-brain build`)")
+    from npc_brain.prompt import PromptBuilder, load_tokenizer
+    from npc_brain.scene import scene_to_text
+
+    b = PromptBuilder(load_tokenizer(tok_path))
+    s = ex.load_sheets("train")[0]
+    turns = [ex.Example("Hello there.", "Mind the water, duck.", "happy"),
+             ex.Example("Cold?", "Freezing out here.", "sad", {"weather": "snow"}, "scene")]
+    seq = ex.render(b, s.character, turns)
+    first = b.persona_ids(s.character) + b.turn_ids("Hello there.")
+    assert seq.ids[: len(first)] == first and all(x == -100 for x in seq.labels[: len(first)])
+    # The first target is exactly the tag + line + <|im_end|>, as the engine would generate it.
+    k = len(first)
+    tgt = [x for x in seq.labels[k:] if x != -100][: len(b._plain("[happy]")) + len(b._plain(" Mind the water, duck.")) + 1]
+    assert b.tok.decode(tgt, skip_special_tokens=False) == "[happy] Mind the water, duck.<|im_end|>"
+    second = b.turn_ids("Cold?", scene_to_text({"weather": "snow"}))
+    start = k + len(tgt) + len(b.newline)
+    assert seq.ids[start:start + len(second)] == second
+    assert math.isclose(seq.n_targets, len(tgt) + len(b._plain("[sad]")) + len(b._plain(" Freezing out here.")) + 1)
