@@ -26,6 +26,10 @@ ADAPTER = EXPORT_DIR / "artifacts" / "lora_adapter.pt"
 PHASES = {"prefill": "lm/model_int8.onnx", "decode": "lm/model_int4.onnx"}
 
 
+# The modules whose code shapes the bundle's bytes (not parity/bench helpers).
+BUNDLE_SOURCES = ("base_model.py", "llama.py", "onnx_lm.py", "bundle.py", "vision.py")
+
+
 def _sha(path: Path) -> str:
     return base_model.sha256_file(path)
 
@@ -36,7 +40,7 @@ def build_key(gguf: Path, adapter: Path | None) -> str:
     h.update(_sha(gguf).encode())
     if adapter and adapter.exists():
         h.update(_sha(adapter).encode())
-    for src in sorted(EXPORT_DIR.glob("*.py")) + sorted((EXPORT_DIR / "artifacts").glob("*")):
+    for src in [EXPORT_DIR / n for n in BUNDLE_SOURCES] + sorted((EXPORT_DIR / "artifacts").glob("*")):
         if src.is_file():
             h.update(src.name.encode() + src.read_bytes())
     return h.hexdigest()

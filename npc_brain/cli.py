@@ -89,7 +89,7 @@ def cmd_batch(a: argparse.Namespace) -> int:
     if not a.input.exists():
         print(f"error: {a.input} does not exist", file=sys.stderr)
         return 2
-    engine = Engine.load(a.bundle)
+    engine = Engine.load(a.bundle, deterministic=True)  # same seed => same line, whatever the grouping
     counts = run_batch(engine, a.input, a.output, n_override=a.n)
     print(f"{counts['lines']} lines written, {counts['skipped']} records skipped (already in {a.output}), "
           f"{counts['errors']} errors", file=sys.stderr)
@@ -162,7 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from npc_brain.bundle import BundleError
+
     args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except BundleError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.func is None:
         rest = list(args.rest)
         if args.cmd == "data" and rest[:1] == ["build"]:

@@ -101,8 +101,13 @@ class PersonaCache:
 
 class Engine:
     def __init__(self, bundle: Bundle, threads: int | None = None, providers: list[str] | None = None,
-                 persona_cache_bytes: int = 512 * 1024 * 1024):
+                 persona_cache_bytes: int = 512 * 1024 * 1024, deterministic: bool = False):
         self.bundle = bundle
+        # Batched decode shares each weight read across NPCs, but CPU GEMM kernels may
+        # round a row differently depending on its neighbours, and a 1e-5 logit change
+        # can flip a sampled token. Deterministic mode decodes every slot on its own:
+        # the same line whatever else runs, at the cost of batching's throughput.
+        self.deterministic = deterministic
         self.tokenizer = load_tokenizer(bundle.tokenizer_path)
         self.prompts = PromptBuilder(self.tokenizer)
         self.texts = TokenTexts(self.tokenizer)
@@ -184,11 +189,16 @@ class Engine:
         live = [s for s in live if not s.done]
         if not live:
             return
+        if self.deterministic or len(live) == 1:
+            for s in live:
+                logits, s.kv = self.lm.forward(np.array([[s.last_token]], np.int64), s.kv, decode=True)
+                s.last_token = s.sampler.next_token(logits[0])
+            return
         kv = KV.stack([s.kv for s in live])
         ids = np.array([[s.last_token] for s in live], np.int64)
         logits, kv = self.lm.forward(ids, kv, decode=True)
         for b, s in enumerate(live):
-            s.kv = kv.row(b) if len(live) > 1 else kv
+            s.kv = kv.row(b)
             s.last_token = s.sampler.next_token(logits[b])
 
     def finish(self, slot: Slot) -> Reply:

@@ -1,0 +1,113 @@
+"""Sampler rules on synthetic logits: the model is replaced by logits we choose, so
+each rule is tested against the worst case (the banned word is always the top pick)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from npc_brain.config import GenerationOptions
+from npc_brain.sampler import BannedWords, LineSampler, TokenTexts, catchphrase_token_ids, emotion_trie
+
+
+@pytest.fixture(scope="module")
+def texts(bundle_dir):
+    from npc_brain.prompt import load_tokenizer
+
+    return TokenTexts(load_tokenizer(bundle_dir / "tokenizer.json"))
+
+
+def _skip_emotion(s: LineSampler, V: int) -> None:
+    while s.trie is not None:
+        s.next_token(np.zeros(V))
+
+
+def _adversary(texts: TokenTexts, word: str, V: int):
+    """Logits that always put the next piece of `word` on top (spelling it out token by token)."""
+    ids = texts.tok.encode(" " + word, add_special_tokens=False).ids
+    step = {"i": 0}
+
+    def logits() -> np.ndarray:
+        z = np.zeros(V)
+        z[ids[step["i"] % len(ids)]] = 50.0
+        step["i"] += 1
+        return z
+
+    return logits
+
+
+@pytest.mark.parametrize("word", ["internet", "Phone", "okay", "electricity"])
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_banned_word_never_appears_even_when_it_is_the_top_pick(texts, word, temperature):
+    V = len(texts.texts)
+    s = LineSampler(texts, GenerationOptions(temperature=temperature), 7, ["neutral"], banned=[word.lower()])
+    _skip_emotion(s, V)
+    adv = _adversary(texts, word, V)
+    for _ in range(30):
+        s.next_token(adv())
+    assert word.lower() not in s.text.lower().split()
+    assert not BannedWords((word,)).violates(s.text)
+
+
+def test_banned_words_match_whole_words_only():
+    b = BannedWords(("gun",))
+    assert b.violates("Grab the gun")
+    assert b.violates("GUN!")
+    assert not b.violates("Begun at dawn")
+    assert not b.violates("Gunther is here")  # ...but "gun" at the very end of a text counts
+    assert b.violates("the gun")
+
+
+def test_same_seed_same_tokens_and_different_seed_differs(texts):
+    V = len(texts.texts)
+    rng = np.random.default_rng(0)
+    stream = [rng.normal(size=V) * 3 for _ in range(20)]
+
+    def run(seed):
+        s = LineSampler(texts, GenerationOptions(temperature=1.0, top_k=0, top_p=1.0), seed, ["happy", "sad"])
+        return [s.next_token(z) for z in stream]
+
+    assert run(1) == run(1)
+    assert run(1) != run(2)
+
+
+def test_emotion_is_drawn_only_from_the_sheet_enum(texts):
+    V = len(texts.texts)
+    emotions = ["smug", "weary", "furious"]
+    trie = emotion_trie(texts.tok, emotions)
+    assert trie
+    for seed in range(10):
+        s = LineSampler(texts, GenerationOptions(temperature=1.5), seed, emotions)
+        rng = np.random.default_rng(seed)
+        while s.trie is not None:
+            s.next_token(rng.normal(size=V) * 5)
+        assert s.emotion in emotions
+
+
+def test_top_k_one_is_greedy_and_top_p_keeps_the_head(texts):
+    V = len(texts.texts)
+    z = np.full(V, -30.0)  # the tail is negligible: p(1234) ~ 0.73, p(999) ~ 0.27
+    z[1234], z[999] = 10.0, 9.0
+    s = LineSampler(texts, GenerationOptions(temperature=1.0, top_k=1, repetition_penalty=1.0), 3, ["neutral"])
+    _skip_emotion(s, V)
+    assert all(s.next_token(z.copy()) == 1234 for _ in range(5))
+    s = LineSampler(texts, GenerationOptions(temperature=1.0, top_k=0, top_p=0.5, repetition_penalty=1.0), 3, ["neutral"])
+    _skip_emotion(s, V)
+    assert {s.next_token(z.copy()) for _ in range(10)} == {1234}
+
+
+def test_catchphrase_bias_targets_distinct_words(texts):
+    ids = catchphrase_token_ids(texts.tok, ["Steel remembers.", "Mind the sparks."])
+    words = {texts.texts[i].strip().lower() for i in ids}
+    assert "the" not in words and "." not in words
+    assert any(w.startswith(("steel", "spark", "remem", "mind")) for w in words)
+
+
+def test_special_tokens_other_than_stop_are_never_sampled(texts):
+    V = len(texts.texts)
+    start = texts.tok.token_to_id("<|im_start|>")
+    z = np.zeros(V)
+    z[start] = 100.0
+    s = LineSampler(texts, GenerationOptions(temperature=0.0), 0, ["neutral"])
+    _skip_emotion(s, V)
+    assert s.next_token(z) != start
