@@ -1,0 +1,455 @@
+"""`npc-brain serve`: the daemon. One ROUTER socket, one loop, continuous batching.
+
+The loop, in the order it runs (the ZeroMQ guide's style: short and explicit)::
+
+    read every waiting frame  -> answer control messages now, queue `say`s (or OVERLOADED)
+    expire deadlines          -> TIMEOUT for queued and running work past its deadline
+    admit one queued `say`    -> prompt + persona-prefix cache + prefill  (a "slot")
+    one decode step           -> every running slot advances one token, in one batch
+    stream / finish           -> `partial`s at sentence ends, then exactly one `line`
+
+New requests join between decode steps, so a long line never blocks a short
+one for more than one prefill. Every `say` gets exactly one terminal reply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import ipaddress
+import logging
+import signal
+import sys
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import zmq
+
+from npc_brain import protocol as P
+from npc_brain.character import Character, CharacterError, load_character
+from npc_brain.config import DEFAULT_BUNDLE_DIR, OptionsError
+from npc_brain.engine import Engine, LineRequest, Slot
+from npc_brain.lines import clean_line
+from npc_brain.prompt import PromptError, Turn
+from npc_brain.sessions import SessionStore, StateError
+
+log = logging.getLogger("npc_brain.daemon")
+
+
+@dataclass
+class DaemonConfig:
+    bind: str = "tcp://127.0.0.1:5555"
+    max_active: int = 8  # slots decoded together
+    queue_capacity: int = 32  # waiting `say`s before OVERLOADED
+    drain_timeout_s: float = 10.0
+    deterministic: bool = False
+    state_dir: Path | None = None
+    curve_secret: Path | None = None  # server secret key file (npc-brain keys)
+    curve_clients: Path | None = None  # folder of allowed client public keys
+    debug_hooks: bool = False  # enables the test-only `debug_pause` message
+    registered_max: int = 1024
+
+
+@dataclass
+class Job:
+    identity: bytes
+    say: P.Say
+    character: Character
+    fingerprint: str
+    received: float
+    deadline: float | None
+    history: list[Turn]
+    scene: dict[str, Any]
+    vision_ms: float = 0.0
+    slot: Slot | None = None
+    sent: str = ""  # streamed text so far
+    seq: int = 0
+
+
+def is_loopback(addr: str) -> bool:
+    host = urlparse(addr).hostname or ""
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Daemon:
+    def __init__(self, engine: Engine, cfg: DaemonConfig, ctx: zmq.Context | None = None):
+        self.engine = engine
+        self.cfg = cfg
+        self.ctx = ctx or zmq.Context.instance()
+        self.sessions = SessionStore(state_dir=cfg.state_dir)
+        self.registered: OrderedDict[str, Character] = OrderedDict()
+        self.queue: deque[Job] = deque()
+        self.active: list[Job] = []
+        self.inflight: dict[tuple[bytes, str], Job] = {}
+        self.replies: OrderedDict[tuple[bytes, str], tuple[str, float, bytes]] = OrderedDict()
+        self.started = time.monotonic()
+        self.ready = False
+        self.draining = False
+        self.paused_until = 0.0
+        self.sock: zmq.Socket | None = None
+        self.auth = None
+
+    # --- socket -------------------------------------------------------------------
+    def open_socket(self) -> zmq.Socket:
+        s = self.ctx.socket(zmq.ROUTER)
+        s.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a reply to a vanished client raises instead of vanishing
+        s.setsockopt(zmq.LINGER, 1000)
+        s.setsockopt(zmq.MAXMSGSIZE, P.MAX_FRAME_BYTES + 1024)
+        s.setsockopt(zmq.HEARTBEAT_IVL, 5000)
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 15000)
+        s.setsockopt(zmq.HEARTBEAT_TTL, 15000)
+        s.setsockopt(zmq.SNDHWM, 10000)
+        if not is_loopback(self.cfg.bind) or self.cfg.curve_secret:
+            self._enable_curve(s)
+        s.bind(self.cfg.bind)
+        self.sock = s
+        return s
+
+    def _enable_curve(self, s: zmq.Socket) -> None:
+        if not (self.cfg.curve_secret and self.cfg.curve_clients):
+            raise SystemExit(f"binding {self.cfg.bind} (not loopback) needs CurveZMQ: pass --curve-secret "
+                             "SERVER.key_secret and --curve-clients DIR (make keys with `npc-brain keys`)")
+        import zmq.auth
+        from zmq.auth.thread import ThreadAuthenticator
+
+        self.auth = ThreadAuthenticator(self.ctx)
+        self.auth.start()
+        self.auth.configure_curve(domain="*", location=str(self.cfg.curve_clients))
+        public, secret = zmq.auth.load_certificate(str(self.cfg.curve_secret))
+        s.curve_secretkey, s.curve_publickey, s.curve_server = secret, public, True
+
+    def send(self, identity: bytes, msg: dict[str, Any]) -> bytes:
+        frame = P.encode(msg)
+        try:
+            self.sock.send_multipart([identity, frame], flags=zmq.NOBLOCK)
+        except zmq.ZMQError as e:  # client gone (ROUTER_MANDATORY) or its queue full: nothing to answer to
+            log.debug("could not reply to %r: %s", identity, e)
+        return frame
+
+    # --- lifecycle ----------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Ready means a real inference has run, not just that files were opened."""
+        import numpy as np
+
+        self.engine.lm.forward(np.array([[self.engine.prompts.im_start]]), self.engine.lm.empty(), decode=True)
+        self.ready = True
+
+    def serve(self) -> int:
+        self.open_socket()
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        log.info("listening on %s (bundle %s)", self.cfg.bind, self.engine.bundle.bundle_id)
+        self.warm_up()
+        log.info("ready")
+        drain_deadline = None
+        while True:
+            if self.draining and drain_deadline is None:
+                drain_deadline = time.monotonic() + self.cfg.drain_timeout_s
+                log.info("draining: %d running, %d queued", len(self.active), len(self.queue))
+            busy = bool(self.active or self.queue) and time.monotonic() >= self.paused_until
+            if self.sock.poll(0 if busy else 50):
+                self.read_all()
+            self.expire()
+            if time.monotonic() >= self.paused_until:
+                self.admit()
+                self.decode_step()
+            if self.draining and not self.active and not self.queue:
+                break
+            if drain_deadline is not None and time.monotonic() > drain_deadline:
+                for job in list(self.queue) + list(self.active):
+                    self.fail(job, P.ErrorCode.CANCELLED, "the daemon is shutting down")
+                break
+        self.sock.close(linger=1000)
+        if self.auth:
+            self.auth.stop()
+        log.info("stopped cleanly")
+        return 0
+
+    def _on_signal(self, signum, frame) -> None:
+        self.draining = True
+
+    # --- incoming -------------------------------------------------------------------
+    def read_all(self, limit: int = 1000) -> None:
+        for _ in range(limit):
+            try:
+                frames = self.sock.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                self.handle(frames)
+            except Exception as e:  # a bug must cost one request, never the daemon
+                log.exception("internal error")
+                ident = frames[0] if frames else b""
+                self.send(ident, P.error_msg(P.ErrorCode.INTERNAL, f"internal error: {type(e).__name__}"))
+
+    def handle(self, frames: list[bytes]) -> None:
+        try:
+            identity, payload = P.split_envelope(frames)
+        except P.ProtocolError as e:
+            self.send(getattr(e, "identity", frames[0] if frames else b""), P.error_from(e))
+            return
+        if self.cfg.debug_hooks and self._debug(payload):
+            return
+        try:
+            req = P.parse_request(payload)
+        except P.ProtocolError as e:
+            self.send(identity, P.error_from(e))
+            return
+        handler = getattr(self, "on_" + type(req).__name__.lower())
+        handler(identity, req, payload)
+
+    def _debug(self, payload: bytes) -> bool:
+        """Test hook: {"type": "debug_pause", "ms": N} stops admission and decoding for N ms
+        (the socket is still read), so a test can fill the queue deterministically."""
+        try:
+            msg = P.decode(payload)
+        except P.ProtocolError:
+            return False
+        if msg.get("type") != "debug_pause":
+            return False
+        self.paused_until = time.monotonic() + min(int(msg.get("ms", 0)), 60_000) / 1000
+        return True
+
+    def _status_fields(self) -> dict[str, Any]:
+        return dict(live=True, ready=self.ready and not self.draining, bundle_id=self.engine.bundle.bundle_id,
+                    queue_depth=len(self.queue), active=len(self.active),
+                    capacity=self.cfg.queue_capacity + self.cfg.max_active,
+                    uptime_s=time.monotonic() - self.started)
+
+    def on_hello(self, ident: bytes, req: P.Hello, payload: bytes) -> None:
+        try:
+            version = P.negotiate(req)
+        except P.ProtocolError as e:
+            self.send(ident, P.error_from(e))
+            return
+        self.send(ident, P.welcome_msg(bundle_id=self.engine.bundle.bundle_id, server="npc-brain",
+                                       version=version, request_id=req.id))
+
+    def on_status(self, ident: bytes, req: P.Status, payload: bytes) -> None:
+        pc = self.engine.persona_cache
+        self.send(ident, P.status_msg(req.id, **self._status_fields(), sessions=len(self.sessions),
+                                      persona_cache={"entries": len(pc), "hits": pc.hits, "misses": pc.misses}))
+
+    def on_health(self, ident: bytes, req: P.Health, payload: bytes) -> None:
+        self.send(ident, P.health_msg(req.id, **self._status_fields()))
+
+    def on_register(self, ident: bytes, req: P.Register, payload: bytes) -> None:
+        try:
+            c = load_character(req.character)
+        except CharacterError as e:
+            self.send(ident, P.error_msg(P.ErrorCode.BAD_CHARACTER, str(e), req.id))
+            return
+        ref = self._remember(c)
+        self.send(ident, P.registered_msg(req.id, ref))
+
+    def _remember(self, c: Character) -> str:
+        ref = c.sheet_hash()[:32]
+        self.registered[ref] = c
+        self.registered.move_to_end(ref)
+        while len(self.registered) > self.cfg.registered_max:
+            self.registered.popitem(last=False)
+        return ref
+
+    def on_cancel(self, ident: bytes, req: P.Cancel, payload: bytes) -> None:
+        job = self.inflight.get((ident, req.target))
+        if job is not None:
+            self.fail(job, P.ErrorCode.CANCELLED, "cancelled by the client")
+        self.send(ident, P.ok_msg(req.id))
+
+    def on_resetsession(self, ident: bytes, req: P.ResetSession, payload: bytes) -> None:
+        self.sessions.reset(req.npc, req.session)
+        self.send(ident, P.ok_msg(req.id))
+
+    def on_exportsession(self, ident: bytes, req: P.ExportSession, payload: bytes) -> None:
+        self.send(ident, P.session_state_msg(req.id, req.npc, req.session, self.sessions.export(req.npc, req.session)))
+
+    def on_importsession(self, ident: bytes, req: P.ImportSession, payload: bytes) -> None:
+        try:
+            self.sessions.import_(req.npc, req.session, req.state)
+        except StateError as e:
+            self.send(ident, P.error_msg(P.ErrorCode.BAD_STATE, str(e), req.id))
+            return
+        self.send(ident, P.ok_msg(req.id))
+
+    def on_say(self, ident: bytes, req: P.Say, payload: bytes) -> None:
+        now = time.monotonic()
+        key = (ident, req.id)
+        fingerprint = hashlib.sha256(payload).hexdigest()
+        cached = self.replies.get(key)
+        if cached is not None:  # a retry: same answer, the model does not run twice
+            if cached[0] != fingerprint:
+                self.send(ident, P.error_msg(P.ErrorCode.DUPLICATE_ID, "request id already used for another request", req.id))
+            else:
+                msg = P.decode(cached[2])
+                msg["cached"] = True
+                self.send(ident, msg)
+            return
+        if key in self.inflight:
+            if self.inflight[key].fingerprint != fingerprint:
+                self.send(ident, P.error_msg(P.ErrorCode.DUPLICATE_ID, "request id already in flight", req.id))
+            return  # the original's reply answers the retry too
+        if self.draining or not self.ready:
+            self.send(ident, P.error_msg(P.ErrorCode.NOT_READY, "the daemon is shutting down" if self.draining
+                                         else "the daemon is loading", req.id, retry_after_ms=1000))
+            return
+        if len(self.queue) >= self.cfg.queue_capacity:
+            self.send(ident, P.error_msg(P.ErrorCode.OVERLOADED, f"{len(self.queue)} requests waiting; try again soon",
+                                         req.id, retry_after_ms=250))
+            return
+        try:
+            job = self._job(ident, req, fingerprint, now)
+        except P.ProtocolError as e:
+            self.send(ident, P.error_from(e))
+            return
+        self.queue.append(job)
+        self.inflight[key] = job
+
+    def _job(self, ident: bytes, req: P.Say, fingerprint: str, now: float) -> Job:
+        if req.character is not None:
+            try:
+                character = load_character(req.character)
+            except CharacterError as e:
+                raise P.ProtocolError(P.ErrorCode.BAD_CHARACTER, str(e), req.id) from None
+            self._remember(character)
+        else:
+            character = self.registered.get(req.character_ref)
+            if character is None:
+                raise P.ProtocolError(P.ErrorCode.UNKNOWN_CHARACTER,
+                                      f"character_ref {req.character_ref!r} is not registered here: send `register` "
+                                      "(or the sheet inline) first", req.id)
+        history = ([Turn(t.speaker, t.text) for t in req.history] if req.history
+                   else self.sessions.history(req.npc, req.session))
+        scene: dict[str, Any] = dict(req.scene or {})
+        vision_ms = 0.0
+        if req.screenshot is not None:
+            from npc_brain.vision import ImageError
+
+            t = time.perf_counter()
+            shot = req.screenshot
+            try:
+                scene = self.engine.see(shot.data, shot.format, shot.width, shot.height, engine_tags=req.scene)
+            except ImageError as e:
+                if not req.scene:
+                    raise P.ProtocolError(P.ErrorCode(e.code), f"screenshot: {e}", req.id) from None
+                log.warning("request %s: screenshot unusable (%s); using the engine's tags", req.id, e)
+            vision_ms = (time.perf_counter() - t) * 1000
+        deadline = now + req.deadline_ms / 1000 if req.deadline_ms else None
+        return Job(ident, req, character, fingerprint, now, deadline, history, scene, vision_ms)
+
+    # --- scheduling ------------------------------------------------------------------
+    def expire(self) -> None:
+        now = time.monotonic()
+        for job in [j for j in list(self.queue) + self.active if j.deadline is not None and now > j.deadline]:
+            self.fail(job, P.ErrorCode.TIMEOUT, f"deadline of {job.say.deadline_ms} ms passed")
+
+    def admit(self) -> None:
+        if not self.queue or len(self.active) >= self.cfg.max_active:
+            return
+        job = self.queue.popleft()
+        s = job.say
+        try:
+            opts = self.engine.defaults.validated(s.options.as_dict())
+            job.slot = self.engine.start(LineRequest(job.character, s.utterance, job.scene, tuple(job.history),
+                                                     s.seed, opts))
+        except (OptionsError, PromptError) as e:
+            self.fail(job, P.ErrorCode.BAD_REQUEST, str(e))
+            return
+        job.slot.timings["queue_ms"] = (time.monotonic() - job.received) * 1000 - job.slot.timings["first_token_ms"]
+        self.active.append(job)
+
+    def decode_step(self) -> None:
+        if not self.active:
+            return
+        self.engine.step([j.slot for j in self.active])
+        for job in list(self.active):
+            if job.slot.done:
+                self.complete(job)
+            elif job.say.stream:
+                self.stream(job)
+
+    def stream(self, job: Job) -> None:
+        """Send each finished sentence once; the partials always add up to the final text."""
+        c = job.character
+        text = clean_line(job.slot.sampler.text, c.name, truncated=True)
+        if len(text) > len(job.sent) and text.startswith(job.sent) and not any(ch in job.slot.sampler.text for ch in "*(["):
+            self.send(job.identity, P.partial_msg(job.say.id, job.seq, text[len(job.sent):]))
+            job.seq += 1
+            job.sent = text
+
+    def complete(self, job: Job) -> None:
+        rep = self.engine.finish(job.slot)
+        text = rep.line if rep.line.startswith(job.sent) else job.sent
+        if not text:
+            text = job.character.first_line or "..."
+        if job.say.stream and len(text) > len(job.sent):
+            self.send(job.identity, P.partial_msg(job.say.id, job.seq, text[len(job.sent):]))
+        t = rep.timings
+        timings = {"queue_ms": t.get("queue_ms", 0.0), "vision_ms": job.vision_ms,
+                   "prefill_ms": t["persona_ms"] + t["prefill_ms"], "decode_ms": t["decode_ms"],
+                   "total_ms": (time.monotonic() - job.received) * 1000}
+        msg = P.line_msg(job.say.id, text=text, emotion=rep.emotion, scene=job.scene, tokens=rep.tokens,
+                         timings=timings, bundle_id=self.engine.bundle.bundle_id, seed=rep.seed)
+        frame = self.send(job.identity, msg)
+        self.sessions.append(job.say.npc, job.say.session, job.say.utterance, text)
+        self._forget(job)
+        key = (job.identity, job.say.id)
+        self.replies[key] = (job.fingerprint, time.monotonic(), frame)
+        cutoff = time.monotonic() - P.IDEMPOTENCY_WINDOW_S
+        while self.replies and (next(iter(self.replies.values()))[1] < cutoff or len(self.replies) > 50_000):
+            self.replies.popitem(last=False)
+
+    def fail(self, job: Job, code: P.ErrorCode, message: str) -> None:
+        self.send(job.identity, P.error_msg(code, message, job.say.id))
+        self._forget(job)
+
+    def _forget(self, job: Job) -> None:
+        if job in self.active:
+            self.active.remove(job)
+        if job in self.queue:
+            self.queue.remove(job)
+        self.inflight.pop((job.identity, job.say.id), None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="npc-brain serve", description="Run the npc-brain daemon.")
+    p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE_DIR)
+    p.add_argument("--bind", default=DaemonConfig.bind)
+    p.add_argument("--max-active", type=int, default=DaemonConfig.max_active)
+    p.add_argument("--queue", type=int, default=DaemonConfig.queue_capacity, dest="queue_capacity")
+    p.add_argument("--drain-timeout", type=float, default=DaemonConfig.drain_timeout_s)
+    p.add_argument("--deterministic", action="store_true",
+                   help="decode each NPC alone: same seed => same line regardless of load (slower under load)")
+    p.add_argument("--state-dir", type=Path, help="keep conversations on disk (survive restarts)")
+    p.add_argument("--curve-secret", type=Path)
+    p.add_argument("--curve-clients", type=Path)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--debug-hooks", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    logging.basicConfig(level=a.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = DaemonConfig(bind=a.bind, max_active=a.max_active, queue_capacity=a.queue_capacity,
+                       drain_timeout_s=a.drain_timeout, deterministic=a.deterministic, state_dir=a.state_dir,
+                       curve_secret=a.curve_secret, curve_clients=a.curve_clients, debug_hooks=a.debug_hooks)
+    if not is_loopback(cfg.bind) and not (cfg.curve_secret and cfg.curve_clients):
+        print(f"error: binding {cfg.bind} (not loopback) needs CurveZMQ: pass --curve-secret and --curve-clients "
+              "(make keys with `npc-brain keys`)", file=sys.stderr)
+        return 2
+    engine = Engine.load(a.bundle, threads=a.threads, deterministic=a.deterministic)
+    return Daemon(engine, cfg).serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
