@@ -193,7 +193,7 @@ def train(cfg: dict[str, Any], out: Path, name: str, log=print) -> dict[str, Any
         "first_loss_mean_first5": round(sum(r["loss"] for r in history[:5]) / len(history[:5]), 4),
         "base_model": {"package": f"{base_model.GGUF_PACKAGE}=={base_model.GGUF_VERSION}",
                        "sha256": base_model.sha256_file(gguf)},
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "command": "npc-brain train --config npc_brain/train/config.yaml --set budget.max_steps=%d" % total_steps,
     }
     lora.save_adapter(model, out / "lora_adapter.pt", recipe=recipe)
