@@ -144,7 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--skip-torch", action="store_true")
     be.set_defaults(func=cmd_bench)
 
-    for name, module, help_ in (
+    for name, module, help_ in DELEGATED_LIST:
+        d = sub.add_parser(name, help=help_, add_help=False)
+        d.set_defaults(func=None, module=module, rest=[])
+    return p
+
+
+DELEGATED_LIST = (
         ("serve", "npc_brain.daemon", "run the daemon (ZeroMQ ROUTER)"),
         ("demo", "npc_brain.demo", "build the bundle if missing, start the daemon, hold a short conversation"),
         ("loadtest", "npc_brain.loadtest", "latency/throughput against a running daemon"),
@@ -153,18 +159,23 @@ def build_parser() -> argparse.ArgumentParser:
         ("data", "npc_brain.data.build", "build the real-dialogue data set (`npc-brain data build`)"),
         ("eval", "npc_brain.evaluate", "evaluation: `eval vision`, `eval lines`"),
         ("train", "npc_brain.train.run", "LoRA fine-tuning of the voice"),
-        ("replay", "npc_brain.replay", "replay recorded traffic against a bundle and diff the lines"),
-    ):
-        d = sub.add_parser(name, help=help_, add_help=False)
-        d.add_argument("rest", nargs=argparse.REMAINDER)
-        d.set_defaults(func=None, module=module)
-    return p
+)
+DELEGATED = {name for name, _, _ in DELEGATED_LIST}
 
 
 def main(argv: list[str] | None = None) -> int:
     from npc_brain.bundle import BundleError
 
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Delegated subcommands own their options: split argv at the subcommand ourselves
+    # (argparse's REMAINDER drops a leading "--option").
+    cut = next((i for i, x in enumerate(argv) if x in DELEGATED), None)
+    if cut is not None:
+        args = parser.parse_args(argv[:cut + 1])
+        args.rest = argv[cut + 1:]
+    else:
+        args = parser.parse_args(argv)
     try:
         return _dispatch(args)
     except BundleError as e:

@@ -71,7 +71,7 @@ def say_msg(npc: str, utterance: str, *, request_id: str, character: dict | None
 def _socket(ctx: zmq.Context, address: str, curve: tuple[bytes, bytes, bytes] | None) -> zmq.Socket:
     s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
-    s.setsockopt(zmq.ROUTING_ID, f"py-{os.getpid()}-{id(s)}".encode())
+    s.setsockopt(zmq.ROUTING_ID, b"py-" + os.urandom(8).hex().encode())
     s.setsockopt(zmq.HEARTBEAT_IVL, 5000)
     s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 15000)
     if curve:  # (client public, client secret, server public)

@@ -97,11 +97,13 @@ class Daemon:
         self.paused_until = 0.0
         self.sock: zmq.Socket | None = None
         self.auth = None
+        self.generated = 0  # lines the model produced (retries served from cache do not count)
 
     # --- socket -------------------------------------------------------------------
     def open_socket(self) -> zmq.Socket:
         s = self.ctx.socket(zmq.ROUTER)
         s.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a reply to a vanished client raises instead of vanishing
+        s.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a client reconnecting with its routing id takes it over
         s.setsockopt(zmq.LINGER, 1000)
         s.setsockopt(zmq.MAXMSGSIZE, P.MAX_FRAME_BYTES + 1024)
         s.setsockopt(zmq.HEARTBEAT_IVL, 5000)
@@ -237,6 +239,7 @@ class Daemon:
     def on_status(self, ident: bytes, req: P.Status, payload: bytes) -> None:
         pc = self.engine.persona_cache
         self.send(ident, P.status_msg(req.id, **self._status_fields(), sessions=len(self.sessions),
+                                      lines_generated=self.generated,
                                       persona_cache={"entries": len(pc), "hits": pc.hits, "misses": pc.misses}))
 
     def on_health(self, ident: bytes, req: P.Health, payload: bytes) -> None:
@@ -387,6 +390,7 @@ class Daemon:
 
     def complete(self, job: Job) -> None:
         rep = self.engine.finish(job.slot)
+        self.generated += 1
         text = rep.line if rep.line.startswith(job.sent) else job.sent
         if not text:
             text = job.character.first_line or "..."
