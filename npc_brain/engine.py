@@ -30,7 +30,7 @@ from npc_brain.config import LIMITS, GenerationOptions
 from npc_brain.lines import clean_line
 from npc_brain.lm import KV, LanguageModel
 from npc_brain.prompt import PromptBuilder, PromptError, Turn, load_tokenizer
-from npc_brain.sampler import LineSampler, TokenTexts, catchphrase_token_ids
+from npc_brain.sampler import LineSampler, TokenTexts, catchphrase_token_ids, fourth_wall_guard
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,7 @@ class Engine:
         self.defaults = GenerationOptions().validated(bundle.manifest.get("generation_defaults"))
         self.persona_cache = PersonaCache(persona_cache_bytes)
         self._scene_reader = None
+        self._guards: dict[str, list[str]] = {}
 
     def see(self, image: bytes, fmt: str = "auto", width: int | None = None, height: int | None = None,
             engine_tags: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -134,6 +135,17 @@ class Engine:
     @classmethod
     def load(cls, path: Path | str, **kw) -> "Engine":
         return cls(Bundle.open(path), **kw)
+
+    def guard_words(self, c: Character) -> list[str]:
+        """Fourth-wall words banned for this NPC (cached per sheet: the scan is not free)."""
+        key = c.sheet_hash()
+        if key not in self._guards:
+            import json
+
+            self._guards[key] = fourth_wall_guard(json.dumps(c.to_dict(), ensure_ascii=False))
+            if len(self._guards) > 4096:
+                self._guards.pop(next(iter(self._guards)))
+        return self._guards[key]
 
     # --- prompt + prefill ----------------------------------------------------
     def persona(self, c: Character) -> tuple[KV, list[int], bool]:
@@ -160,7 +172,8 @@ class Engine:
         seed = req.seed if req.seed is not None else int.from_bytes(os.urandom(4), "little")
         c = req.character
         sampler = LineSampler(self.texts, req.options or self.defaults, seed, c.emotions,
-                              catchphrase_token_ids(self.tokenizer, c.catchphrases), c.banned_words)
+                              catchphrase_token_ids(self.tokenizer, c.catchphrases),
+                              list(c.banned_words) + self.guard_words(c))
         first = sampler.next_token(logits[0])
         t2 = time.perf_counter()
         slot = Slot(req, seed, sampler, kv, first, len(persona_ids) + len(turn), cached, t_start=t0)

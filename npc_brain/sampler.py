@@ -52,6 +52,23 @@ class BannedWords:
         return any(p.search(low) for p in self._patterns)
 
 
+#: Words that break the fourth wall in almost any game world. They are banned like a
+#: sheet's banned_words, except where the sheet itself uses the word (a sci-fi
+#: station may well have an "AI" in its world; then the NPC may say it).
+FOURTH_WALL_WORDS = (
+    "AI", "A.I.", "artificial intelligence", "language model", "LLM", "chatbot", "chat bot", "assistant",
+    "prompt", "prompts", "system prompt", "instructions", "roleplay", "role-play", "role play", "OpenAI",
+    "ChatGPT", "GPT", "Hugging Face", "SmolLM", "neural network", "my programming",
+    "virtual", "simulation", "NPC", "video game", "player character",
+)
+
+
+def fourth_wall_guard(sheet_text: str) -> list[str]:
+    """The fourth-wall words this sheet does not itself use."""
+    low = sheet_text.lower()
+    return [w for w in FOURTH_WALL_WORDS if not re.search(r"(?<![a-z0-9])" + re.escape(w.lower()) + r"(?![a-z0-9])", low)]
+
+
 def emotion_trie(tok: Tokenizer, emotions: Sequence[str]) -> dict:
     """Token-id trie over "[emotion]" spellings; a leaf is marked with key None -> emotion."""
     root: dict = {}

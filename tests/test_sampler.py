@@ -111,3 +111,25 @@ def test_special_tokens_other_than_stop_are_never_sampled(texts):
     s = LineSampler(texts, GenerationOptions(temperature=0.0), 0, ["neutral"])
     _skip_emotion(s, V)
     assert s.next_token(z) != start
+
+
+def test_fourth_wall_guard_spares_words_the_sheet_uses():
+    from npc_brain.sampler import fourth_wall_guard
+
+    fantasy = fourth_wall_guard("Brom, a blacksmith. Knows the mine is closed.")
+    assert "AI" in fantasy and "language model" in fantasy
+    station = fourth_wall_guard("Ines, engineer on Kepler Station; the station AI, HALden, runs the air.")
+    assert "AI" not in station and "language model" in station
+
+
+def test_guard_words_cannot_be_generated(texts):
+    from npc_brain.sampler import FOURTH_WALL_WORDS
+
+    V = len(texts.texts)
+    for word in ("AI", "language model", "assistant"):
+        s = LineSampler(texts, GenerationOptions(temperature=0.0), 1, ["neutral"], banned=list(FOURTH_WALL_WORDS))
+        _skip_emotion(s, V)
+        adv = _adversary(texts, word, V)
+        for _ in range(12):
+            s.next_token(adv())
+        assert not BannedWords((word,)).violates(s.text), s.text
