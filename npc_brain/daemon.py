@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import msgpack
 import zmq
 
 from npc_brain import protocol as P
@@ -52,6 +53,7 @@ class DaemonConfig:
     curve_clients: Path | None = None  # folder of allowed client public keys
     debug_hooks: bool = False  # enables the test-only `debug_pause` message
     registered_max: int = 1024
+    worker_connect: str | None = None  # scale-out: connect to a broker's backend instead of binding
 
 
 @dataclass
@@ -97,10 +99,13 @@ class Daemon:
         self.paused_until = 0.0
         self.sock: zmq.Socket | None = None
         self.auth = None
+        self._last_beat = 0.0
         self.generated = 0  # lines the model produced (retries served from cache do not count)
 
     # --- socket -------------------------------------------------------------------
     def open_socket(self) -> zmq.Socket:
+        if self.cfg.worker_connect:
+            return self._open_worker_socket()
         s = self.ctx.socket(zmq.ROUTER)
         s.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a reply to a vanished client raises instead of vanishing
         s.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a client reconnecting with its routing id takes it over
@@ -115,6 +120,24 @@ class Daemon:
         s.bind(self.cfg.bind)
         self.sock = s
         return s
+
+    def _open_worker_socket(self) -> zmq.Socket:
+        """Behind a broker the frames are the same ([client id, payload]); a DEALER carries them."""
+        s = self.ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 1000)
+        s.setsockopt(zmq.MAXMSGSIZE, P.MAX_FRAME_BYTES + 1024)
+        s.connect(self.cfg.worker_connect)
+        self.sock = s
+        return s
+
+    def heartbeat(self) -> None:
+        from npc_brain.broker import CONTROL, HEARTBEAT_S
+
+        now = time.monotonic()
+        if self.cfg.worker_connect and self.ready and now - self._last_beat >= HEARTBEAT_S:
+            self._last_beat = now
+            free = self.cfg.max_active + self.cfg.queue_capacity
+            self.sock.send_multipart([CONTROL, msgpack.packb({"type": "heartbeat", "capacity": free})])
 
     def _enable_curve(self, s: zmq.Socket) -> None:
         if not (self.cfg.curve_secret and self.cfg.curve_clients):
@@ -157,6 +180,7 @@ class Daemon:
             if self.draining and drain_deadline is None:
                 drain_deadline = time.monotonic() + self.cfg.drain_timeout_s
                 log.info("draining: %d running, %d queued", len(self.active), len(self.queue))
+            self.heartbeat()
             busy = bool(self.active or self.queue) and time.monotonic() >= self.paused_until
             if self.sock.poll(0 if busy else 50):
                 self.read_all()
@@ -436,6 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curve-secret", type=Path)
     p.add_argument("--curve-clients", type=Path)
     p.add_argument("--threads", type=int)
+    p.add_argument("--worker", action="store_true", help="serve behind `npc-brain broker` (needs --connect)")
+    p.add_argument("--connect", help="the broker's backend address, e.g. tcp://10.0.0.5:5556")
     p.add_argument("--debug-hooks", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="INFO")
     return p
@@ -446,8 +472,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=a.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = DaemonConfig(bind=a.bind, max_active=a.max_active, queue_capacity=a.queue_capacity,
                        drain_timeout_s=a.drain_timeout, deterministic=a.deterministic, state_dir=a.state_dir,
-                       curve_secret=a.curve_secret, curve_clients=a.curve_clients, debug_hooks=a.debug_hooks)
-    if not is_loopback(cfg.bind) and not (cfg.curve_secret and cfg.curve_clients):
+                       curve_secret=a.curve_secret, curve_clients=a.curve_clients, debug_hooks=a.debug_hooks,
+                       worker_connect=a.connect if a.worker else None)
+    if a.worker and not a.connect:
+        print("error: --worker needs --connect BROKER_BACKEND_ADDRESS", file=sys.stderr)
+        return 2
+    if not a.worker and not is_loopback(cfg.bind) and not (cfg.curve_secret and cfg.curve_clients):
         print(f"error: binding {cfg.bind} (not loopback) needs CurveZMQ: pass --curve-secret and --curve-clients "
               "(make keys with `npc-brain keys`)", file=sys.stderr)
         return 2

@@ -1,0 +1,147 @@
+"""`npc-brain loadtest`: latency and throughput of a real daemon at 1, 4, 8, 16 conversations.
+
+Starts its own daemon on loopback (or uses `--connect`), then for each concurrency
+level runs that many conversations in parallel, each saying `--turns` lines with
+streaming on, and records time to first partial, time to the final line, and
+tokens. Also measures the persona cache: the first line of a never-seen sheet
+(miss) against later lines of the same sheet (hit). Writes a section of
+docs/figures.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+from npc_brain.bench import write_section
+from npc_brain.config import DEFAULT_BUNDLE_DIR
+
+ROOT = Path(__file__).resolve().parent.parent
+UTTERANCES = ["Good evening. What's the news around here?", "Can you help me with something?",
+              "What do you think of the weather?", "Tell me about yourself."]
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] if xs else float("nan")
+
+
+def run_level(addr: str, sheets: list[dict], conversations: int, turns: int, max_tokens: int) -> dict:
+    from npc_brain.client import Client
+
+    ttfp, total, tokens = [], [], []
+    lock = threading.Lock()
+    errors: list[str] = []
+
+    def convo(i: int) -> None:
+        sheet = sheets[i % len(sheets)]
+        try:
+            with Client(addr, timeout_s=300, retries=20) as c:
+                ref = c.register(sheet)
+                c.say(sheet.get("id", "npc"), "Hello.", character_ref=ref, session=f"warm{i}", seed=i,
+                      options={"max_tokens": 4})  # persona now cached: we measure the hit path
+                for t in range(turns):
+                    first: list[float] = []
+                    t0 = time.perf_counter()
+                    rep = c.say(sheet.get("id", "npc"), UTTERANCES[(i + t) % len(UTTERANCES)], character_ref=ref,
+                                session=f"lt{i}", seed=1000 * i + t, options={"max_tokens": max_tokens},
+                                on_partial=lambda m: first.append(time.perf_counter()))
+                    t1 = time.perf_counter()
+                    with lock:
+                        ttfp.append((first[0] if first else t1) - t0)
+                        total.append(t1 - t0)
+                        tokens.append(rep["tokens"])
+        except Exception as e:  # noqa: BLE001 - counted and reported
+            with lock:
+                errors.append(f"{type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=convo, args=(i,)) for i in range(conversations)]
+    t0 = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall = time.perf_counter() - t0
+    return {"conversations": conversations, "lines": len(total), "errors": errors,
+            "ttfp_p50": pct(ttfp, 0.5), "ttfp_p95": pct(ttfp, 0.95), "line_p50": pct(total, 0.5),
+            "line_p95": pct(total, 0.95), "lines_per_s": len(total) / wall, "tokens_per_s": sum(tokens) / wall}
+
+
+def persona_cache_effect(addr: str, sheets: list[dict], reps: int) -> dict:
+    """Time to first token of a line, persona cached (hit) vs a sheet never seen (miss)."""
+    from npc_brain.client import Client
+
+    hit, miss = [], []
+    with Client(addr, timeout_s=120) as c:
+        for k in range(reps):
+            sheet = dict(sheets[k % len(sheets)], name=f"{sheets[k % len(sheets)]['name']} the {k}th")
+            sheet.pop("id", None)
+            for bucket in (miss, hit):  # same sheet twice: first a miss, then a hit
+                rep = c.say("probe", "What's new?", character=sheet, session=f"pc{k}{len(bucket)}", seed=k,
+                            options={"max_tokens": 1})
+                bucket.append(rep["timings"]["prefill_ms"])
+    return {"miss_p50": statistics.median(miss), "hit_p50": statistics.median(hit)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="npc-brain loadtest")
+    p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE_DIR)
+    p.add_argument("--connect", help="use a running daemon instead of starting one")
+    p.add_argument("--levels", default="1,4,8,16")
+    p.add_argument("--turns", type=int, default=3)
+    p.add_argument("--max-tokens", type=int, default=30)
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "figures.md")
+    a = p.parse_args(argv)
+    import yaml
+
+    sheets = [yaml.safe_load(open(f)) for f in sorted((ROOT / "samples" / "characters").glob("*.yaml"))]
+    proc = None
+    addr = a.connect
+    if not addr:
+        addr = "tcp://127.0.0.1:5577"
+        proc = subprocess.Popen([sys.executable, "-m", "npc_brain.daemon", "--bundle", str(a.bundle), "--bind", addr,
+                                 "--queue", "64", "--max-active", "16", "--log-level", "WARNING"])
+    try:
+        from npc_brain.client import Client
+
+        with Client(addr) as c:
+            c.wait_ready(300)
+        rows = []
+        for n in [int(x) for x in a.levels.split(",")]:
+            r = run_level(addr, sheets, n, a.turns, a.max_tokens)
+            rows.append(r)
+            print(f"{n:>3} conversations: first partial p50 {r['ttfp_p50'] * 1000:.0f} ms p95 {r['ttfp_p95'] * 1000:.0f} ms; "
+                  f"line p50 {r['line_p50'] * 1000:.0f} ms p95 {r['line_p95'] * 1000:.0f} ms; "
+                  f"{r['lines_per_s']:.2f} lines/s, {r['tokens_per_s']:.1f} tokens/s; errors {len(r['errors'])}",
+                  flush=True)
+        pc = persona_cache_effect(addr, sheets, 4)
+        print(f"persona prefix: miss {pc['miss_p50']:.0f} ms, hit {pc['hit_p50']:.0f} ms (prefill, p50)")
+    finally:
+        if proc:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+    base = rows[0]["tokens_per_s"] if rows else float("nan")
+    body = (f"Machine: {platform.machine()}, 2 cores; {date.today()}; command: `npc-brain loadtest --levels {a.levels} "
+            f"--turns {a.turns} --max-tokens {a.max_tokens}`; real daemon on loopback, streaming on, persona cached.\n\n"
+            "| conversations | first partial p50 / p95 ms | final line p50 / p95 ms | lines/s | tokens/s | vs 1 conversation | errors |\n"
+            "|---|---|---|---|---|---|---|\n")
+    for r in rows:
+        body += (f"| {r['conversations']} | {r['ttfp_p50'] * 1000:.0f} / {r['ttfp_p95'] * 1000:.0f} | "
+                 f"{r['line_p50'] * 1000:.0f} / {r['line_p95'] * 1000:.0f} | {r['lines_per_s']:.2f} | "
+                 f"{r['tokens_per_s']:.1f} | {r['tokens_per_s'] / base:.2f}x | {len(r['errors'])} |\n")
+    body += (f"\nPersona prefix cache (prefill ms of a line, p50 of 4): miss {pc['miss_p50']:.0f}, "
+             f"hit {pc['hit_p50']:.0f}.\n")
+    write_section(a.out, "loadtest", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
