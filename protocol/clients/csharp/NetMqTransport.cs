@@ -12,7 +12,7 @@ namespace NpcBrain
     {
         private readonly DealerSocket _socket;
 
-        /// <param name="address">e.g. "tcp://127.0.0.1:5557"</param>
+        /// <param name="address">e.g. "tcp://127.0.0.1:5555"</param>
         /// <param name="routingId">stable id so retries after a reconnect are deduplicated (SPEC 6); null = random</param>
         /// <param name="serverPublicKeyZ85">the daemon's CURVE public key; required off loopback (SPEC 1)</param>
         public NetMqTransport(string address, string routingId = null, string serverPublicKeyZ85 = null)

@@ -6,7 +6,7 @@
 // Spec: protocol/SPEC.md. The codec is tested against protocol/vectors (tests/VectorTest.cs).
 //
 // Unity use (main thread):
-//   var client = new NpcBrainClient(new NetMqTransport("tcp://127.0.0.1:5557"));
+//   var client = new NpcBrainClient(new NetMqTransport("tcp://127.0.0.1:5555"));
 //   client.Hello();
 //   string id = client.Say(new SayRequest { Npc = "maren", CharacterRef = "maren",
 //                                            Utterance = "Hello!", Stream = true });

@@ -4,7 +4,7 @@
 ## requests and dispatches replies as signals. Godot has no ZeroMQ built in, so the socket sits
 ## behind the small Transport class below; see README.md for the ways to provide one.
 ##
-##   var client := NpcBrainClient.new(MyZmqTransport.new("tcp://127.0.0.1:5557"))
+##   var client := NpcBrainClient.new(MyZmqTransport.new("tcp://127.0.0.1:5555"))
 ##   client.line_received.connect(func(reply): $Label.text = reply["text"])
 ##   client.hello()
 ##   client.say({"npc": "maren", "character_ref": "maren", "utterance": "Hello!"})
