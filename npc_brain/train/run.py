@@ -5,9 +5,10 @@
 
 Writes ``lora_adapter.pt`` (fp16 A/B, a few MB), ``lora_recipe.json`` (the config actually used,
 with the step count it ran, data counts, base-model hash and timings), ``train_log.json`` (loss per
-step) and a loss curve to ``docs/plots/loss_<name>.png``. The step count is fixed before the loop
-starts (from a timed first step and ``budget.max_minutes``) so the LR schedule is complete; pass
-``--set budget.max_steps=N`` to reproduce a run exactly.
+step) and a loss curve to ``docs/plots/loss_<name>.png``. The LR runs warmup -> stable -> cosine decay;
+on a shared CPU the wall clock decides when the decay starts and how long it lasts (``budget.max_minutes``,
+``budget.decay_at``), and the recipe records both step numbers: ``--set budget.max_steps=N --set
+budget.decay_from=M`` reproduces a run exactly.
 """
 
 from __future__ import annotations
@@ -52,12 +53,19 @@ def _collate(batch, torch, device):
     ids = torch.zeros(len(batch), S, dtype=torch.long)
     lab = torch.full((len(batch), S), -100, dtype=torch.long)
     mask = torch.zeros(len(batch), S, dtype=torch.long)
+    pos = torch.arange(S, dtype=torch.long).repeat(len(batch), 1)
+    seg = torch.full((len(batch), S), -1, dtype=torch.long)
     for b, s in enumerate(batch):
         n = len(s.ids)
         ids[b, :n] = torch.tensor(s.ids)
         lab[b, :n] = torch.tensor(s.labels)
         mask[b, :n] = 1
-    return ids.to(device), mask.to(device), lab.to(device)
+        if s.pos is not None:
+            pos[b, :n] = torch.tensor(s.pos)
+            seg[b, :n] = torch.tensor(s.seg)
+        else:  # one dialogue: a single segment
+            seg[b, :n] = 1
+    return ids.to(device), mask.to(device), lab.to(device), pos.to(device), seg.to(device)
 
 
 def plot_loss(log: list[dict], path: Path, title: str) -> None:
@@ -132,29 +140,45 @@ def train(cfg: dict[str, Any], out: Path, name: str, log=print) -> dict[str, Any
     amp = bool(bc.get("bf16_autocast")) or device == "cuda"
 
     def step_loss(batch):
-        ids, mask, lab = _collate(batch, torch, device)
+        ids, mask, lab, pos, seg = _collate(batch, torch, device)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
             if first:
                 with torch.no_grad():
-                    h = _lower(model, ids, mask, first)
-                return _upper_loss(model, h, ids, mask, lab, first)
-            return target_loss(model, ids, mask, lab)
+                    h = _lower(model, ids, mask, first, pos, seg)
+                return _upper_loss(model, h, ids, mask, lab, first, pos, seg)
+            return _upper_loss(model, model.embed_tokens(ids), ids, mask, lab, 0, pos, seg)
 
-    # Fix the number of steps before the loop: a timed first step decides what fits in the budget.
+    # Schedule: warmup, a stable phase at the full LR, then a cosine decay to 10% over the last steps.
+    # With budget.max_steps > 0 everything is fixed up front (decay from budget.decay_from, default 80%
+    # of the steps). With max_steps 0 the wall clock decides: the stable phase runs until
+    # budget.decay_at (share of max_minutes) has passed, then the decay length is set from the recent
+    # step times so the run ends inside the budget. The steps actually run (and where the decay began)
+    # go into the recipe, so replaying them with --set reproduces the run whatever the machine load.
+    base_lr, warm = float(oc["lr"]), int(oc["warmup_steps"])
     max_steps = int(bc.get("max_steps") or 0)
-    planned = len(batches) if max_steps <= 0 else max_steps
+    budget_s = float(bc["max_minutes"]) * 60
+    if max_steps > 0:
+        total_steps = max_steps
+        decay_from = int(bc.get("decay_from") or max(warm, int(0.8 * total_steps)))
+    else:
+        total_steps, decay_from = None, None
+    planned = len(batches)
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return base_lr * (step + 1) / max(1, warm)
+        if decay_from is None or step < decay_from:
+            return base_lr
+        frac = (step - decay_from) / max(1, total_steps - decay_from)
+        return base_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
     history: list[dict] = []
     t_loop = time.time()
-    total_steps = planned
-    warm = int(oc["warmup_steps"])
     step = 0
     tokens = 0
-    while step < total_steps:
+    while total_steps is None or step < total_steps:
         batch = batches[step % len(batches)]
-        lr = float(oc["lr"]) * min(1.0, (step + 1) / max(1, warm))
-        if step >= warm:
-            frac = (step - warm) / max(1, total_steps - warm)
-            lr = float(oc["lr"]) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        lr = lr_at(step)
         for g in opt.param_groups:
             g["lr"] = lr
         t0 = time.time()
@@ -165,16 +189,18 @@ def train(cfg: dict[str, Any], out: Path, name: str, log=print) -> dict[str, Any
         opt.step()
         dt = time.time() - t0
         tokens += sum(len(s.ids) for s in batch)
-        history.append({"step": step + 1, "loss": round(float(loss), 4), "targets": n, "lr": lr,
+        history.append({"step": step + 1, "loss": round(float(loss.detach()), 4), "targets": n, "lr": lr,
                         "seconds": round(dt, 2)})
-        if step == 1 and max_steps <= 0:  # two timed steps -> how many fit in the budget
-            per = (time.time() - t_loop) / 2
-            fit = int(float(bc["max_minutes"]) * 60 / per)
-            total_steps = max(4, min(planned, fit))
-            log(f"~{per:.1f}s per step; running {total_steps} of {planned} planned steps")
+        elapsed = time.time() - t_loop
+        if total_steps is None and elapsed >= float(bc.get("decay_at", 0.8)) * budget_s:
+            recent = [r["seconds"] for r in history[-8:]]
+            per = sum(recent) / len(recent)
+            decay_from = step + 1
+            total_steps = decay_from + max(3, int((budget_s - elapsed) / per))
+            log(f"{elapsed / 60:.1f} min: ~{per:.1f}s per step; decaying over steps {decay_from}..{total_steps}")
         if (step + 1) % 5 == 0 or step + 1 == total_steps:
             recent = history[-5:]
-            log(f"step {step + 1}/{total_steps} loss {sum(r['loss'] for r in recent) / len(recent):.3f} "
+            log(f"step {step + 1}/{total_steps or '?'} loss {sum(r['loss'] for r in recent) / len(recent):.3f} "
                 f"lr {lr:.2e} {tokens / (time.time() - t_loop):.0f} tok/s")
         step += 1
     train_s = time.time() - t_loop
@@ -182,7 +208,8 @@ def train(cfg: dict[str, Any], out: Path, name: str, log=print) -> dict[str, Any
     out.mkdir(parents=True, exist_ok=True)
     gguf = base_model.find_gguf()
     recipe = copy.deepcopy(cfg)
-    recipe["budget"]["max_steps"] = total_steps  # replaying with this reproduces the run
+    recipe["budget"]["max_steps"] = total_steps  # replaying with these two reproduces the run
+    recipe["budget"]["decay_from"] = decay_from
     recipe["run"] = {
         "name": name, "device": device, "steps": total_steps, "planned_steps": planned,
         "sequences": len(seqs), "tokens_seen": tokens,
@@ -194,29 +221,31 @@ def train(cfg: dict[str, Any], out: Path, name: str, log=print) -> dict[str, Any
         "base_model": {"package": f"{base_model.GGUF_PACKAGE}=={base_model.GGUF_VERSION}",
                        "sha256": base_model.sha256_file(gguf)},
         "torch": str(torch.__version__),
-        "command": "npc-brain train --config npc_brain/train/config.yaml --set budget.max_steps=%d" % total_steps,
+        "epochs": round(total_steps / max(1, planned), 2),
+        "command": "npc-brain train --config npc_brain/train/config.yaml --set budget.max_steps=%d "
+                   "--set budget.decay_from=%d" % (total_steps, decay_from),
     }
     lora.save_adapter(model, out / "lora_adapter.pt", recipe=recipe)
     (out / "lora_recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
     (out / "train_log.json").write_text(json.dumps(history) + "\n")
     try:
         plot_loss(history, ROOT / "docs" / "plots" / f"loss_{name}.png",
-                  f"LoRA r={lc['rank']} layers {first}+, {total_steps} steps, {device}")
+                  f"LoRA r={lc['rank']} layers {first}+, {total_steps} steps (decay from {decay_from}), {device}")
     except ImportError:
         log("matplotlib missing: no loss plot (pip install matplotlib)")
     log(f"trained {total_steps} steps in {train_s / 60:.1f} min; adapter -> {out / 'lora_adapter.pt'}")
     return recipe
 
 
-def _lower(model, ids, mask, first: int):
+def _lower(model, ids, mask, first: int, pos=None, seg=None):
     """Hidden state after the frozen lower layers (no autograd)."""
-    return _run_layers(model, ids, mask, 0, first, model.embed_tokens(ids))
+    return _run_layers(model, ids, mask, 0, first, model.embed_tokens(ids), pos, seg)
 
 
-def _upper_loss(model, h, ids, mask, lab, first: int):
+def _upper_loss(model, h, ids, mask, lab, first: int, pos=None, seg=None):
     import torch.nn.functional as F
 
-    x = _run_layers(model, ids, mask, first, model.cfg.n_layers, h)
+    x = _run_layers(model, ids, mask, first, model.cfg.n_layers, h, pos, seg)
     x = model.norm(x)
     tgt = lab[:, 1:]
     sel = tgt != -100
@@ -224,15 +253,21 @@ def _upper_loss(model, h, ids, mask, lab, first: int):
     return F.cross_entropy(logits.float(), tgt[sel]), int(sel.sum())
 
 
-def _run_layers(model, ids, mask, lo: int, hi: int, x):
+def _run_layers(model, ids, mask, lo: int, hi: int, x, pos=None, seg=None):
+    """Layers lo..hi-1. ``pos`` (B, S): position ids (default 0..S-1). ``seg`` (B, S): segment ids for
+    packed sequences - a token sees earlier tokens of its own segment and of segment 0 (the persona)."""
     import torch
 
     B, S = ids.shape
-    pos = torch.arange(S, device=ids.device)
+    idx = torch.arange(S, device=ids.device)
+    if pos is None:
+        pos = idx.repeat(B, 1)
     freqs = pos.to(torch.float32).unsqueeze(-1) * model.inv_freq
-    emb = torch.cat([freqs, freqs], dim=-1)[None, None]
+    emb = torch.cat([freqs, freqs], dim=-1)[:, None]
     cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
-    allowed = (pos[None, :] <= pos[:, None])[None] & (mask[:, None, :] > 0)
+    allowed = (idx[None, :] <= idx[:, None])[None] & (mask[:, None, :] > 0)
+    if seg is not None:
+        allowed = allowed & ((seg[:, None, :] == seg[:, :, None]) | (seg[:, None, :] == 0))
     bias = torch.where(allowed, 0.0, -1e9).to(x.dtype).unsqueeze(1)
     c = model.cfg
     empty = torch.zeros(B, c.n_kv_heads, 0, c.head_dim, dtype=x.dtype, device=x.device)
