@@ -68,11 +68,18 @@ def main(argv: list[str] | None = None) -> int:
               "bundle (int8 prefill + int4 decode)": LanguageModel(b.lm_path("prefill"), b.lm_path("decode"))}
     n = 32
     refs = [greedy_torch(hf, prompt_ids(tok, s, u), n) for s, u in PROMPTS]
-    print(f"greedy agreement with PyTorch eager over {len(PROMPTS)} prompts x {n} tokens")
+    from datetime import date
+
+    from npc_brain.bench import write_section
+
+    rows = [f"Command: `python -m export.parity`; {date.today()}; greedy, {len(PROMPTS)} prompts x {n} tokens, "
+            "reference PyTorch eager (transformers, fp32).\n", "| graph | tokens equal | matching prefix |", "|---|---|---|"]
     for name, lm in graphs.items():
         scores = [agreement(r, greedy_onnx(lm, prompt_ids(tok, s, u), n)) for r, (s, u) in zip(refs, PROMPTS)]
-        print(f"  {name}: tokens equal {np.mean([s[0] for s in scores]):.0%}, "
-              f"matching prefix {np.mean([s[1] for s in scores]):.0%}")
+        rows.append(f"| {name} | {np.mean([s[0] for s in scores]):.0%} | {np.mean([s[1] for s in scores]):.0%} |")
+    table = "\n".join(rows) + "\n"
+    print(table)
+    write_section(Path("docs/figures.md"), "parity", table)
     return 0
 
 

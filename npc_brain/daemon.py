@@ -186,8 +186,8 @@ class Daemon:
                 self.read_all()
             self.expire()
             if time.monotonic() >= self.paused_until:
-                self.admit()
-                self.decode_step()
+                self.run_guarded(self.admit)
+                self.run_guarded(self.decode_step)
             if self.draining and not self.active and not self.queue:
                 break
             if drain_deadline is not None and time.monotonic() > drain_deadline:
@@ -199,6 +199,15 @@ class Daemon:
             self.auth.stop()
         log.info("stopped cleanly")
         return 0
+
+    def run_guarded(self, step) -> None:
+        """A failure inside the model costs the requests it touched, never the daemon."""
+        try:
+            step()
+        except Exception as e:  # noqa: BLE001
+            log.exception("internal error in %s", step.__name__)
+            for job in list(self.active):
+                self.fail(job, P.ErrorCode.INTERNAL, f"internal error: {type(e).__name__}")
 
     def _on_signal(self, signum, frame) -> None:
         self.draining = True
