@@ -399,6 +399,10 @@ class Daemon:
         except (OptionsError, PromptError) as e:
             self.fail(job, P.ErrorCode.BAD_REQUEST, str(e))
             return
+        except Exception as e:  # noqa: BLE001 - this request is answered, the loop goes on
+            log.exception("internal error starting %s", s.id)
+            self.fail(job, P.ErrorCode.INTERNAL, f"internal error: {type(e).__name__}")
+            return
         job.slot.timings["queue_ms"] = (time.monotonic() - job.received) * 1000 - job.slot.timings["first_token_ms"]
         self.active.append(job)
 
