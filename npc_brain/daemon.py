@@ -33,7 +33,7 @@ import zmq
 from npc_brain import protocol as P
 from npc_brain.character import Character, CharacterError, load_character
 from npc_brain.config import DEFAULT_BUNDLE_DIR, OptionsError
-from npc_brain.engine import Engine, LineRequest, Slot
+from npc_brain.engine import Engine, LineRequest, Slot, acceptable
 from npc_brain.lines import clean_line
 from npc_brain.prompt import PromptError, Turn
 from npc_brain.sessions import SessionStore, StateError
@@ -70,6 +70,7 @@ class Job:
     slot: Slot | None = None
     sent: str = ""  # streamed text so far
     seq: int = 0
+    retries: int = 0
 
 
 def is_loopback(addr: str) -> bool:
@@ -428,6 +429,14 @@ class Daemon:
     def complete(self, job: Job) -> None:
         rep = self.engine.finish(job.slot)
         self.generated += 1
+        if not job.sent and not acceptable(rep.line, job.say.utterance) and job.retries < 2:
+            # nothing streamed yet and the line is empty or a parrot: try the next seed
+            job.retries += 1
+            s = job.say
+            opts = self.engine.defaults.validated(s.options.as_dict())
+            job.slot = self.engine.start(LineRequest(job.character, s.utterance, job.scene, tuple(job.history),
+                                                     rep.seed + 1, opts))
+            return
         text = rep.line if rep.line.startswith(job.sent) else job.sent
         if not text:
             text = job.character.first_line or "..."

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -32,6 +33,14 @@ from npc_brain.lines import clean_line
 from npc_brain.lm import KV, LanguageModel
 from npc_brain.prompt import PromptBuilder, PromptError, Turn, load_tokenizer
 from npc_brain.sampler import LineSampler, TokenTexts, catchphrase_token_ids, fourth_wall_guard
+
+
+def acceptable(line: str, utterance: str) -> bool:
+    """A line worth sending: has words, and is not the player's own words echoed back."""
+    def norm(t: str) -> str:
+        return " ".join(re.findall(r"[a-z0-9']+", t.lower()))
+
+    return bool(norm(line)) and norm(line) != norm(utterance)
 
 
 @dataclass(frozen=True)
@@ -247,13 +256,13 @@ class Engine:
         self.run(slots)
         replies = [self.finish(s) for s in slots]
         for i, (r, rep) in enumerate(zip(reqs, replies)):
-            if not rep.line:  # the model only narrated: try again with the next seed
+            if not acceptable(rep.line, r.utterance):  # narration only, or a parrot: next seed
                 for k in range(1, 3):
                     alt = LineRequest(r.character, r.utterance, r.scene, r.history, replies[i].seed + k, r.options)
                     s = self.start(alt)
                     self.run([s])
                     rep = self.finish(s)
-                    if rep.line:
+                    if acceptable(rep.line, r.utterance):
                         break
                 replies[i] = rep
         return replies
