@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="folder with scene.onnx + vocab.json (built with export.vision when missing)")
     ap.add_argument("--procedural", type=int, default=300, help="held-out procedural renders")
     ap.add_argument("--real", action="append", default=[], help="real game under build/vision/real")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="ONNX intra-op threads (1 is fastest on 2 shared cores)")
     ap.add_argument("--latency-n", type=int, default=60)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--markdown", type=Path)
