@@ -2,13 +2,14 @@
 
     npc-brain eval lines  [--bundle DIR] [--compare DIR] ...   character fidelity (npc_brain.eval_lines)
     npc-brain eval vision ...                                  scene reading (npc_brain.eval_vision)
+    npc-brain eval scene  [--bundle DIR]                       screenshot -> line, end to end (npc_brain.eval_scene)
 """
 
 from __future__ import annotations
 
 import sys
 
-USAGE = "usage: npc-brain eval {lines,vision} [options]   (npc-brain eval lines --help)"
+USAGE = "usage: npc-brain eval {lines,vision,scene} [options]   (npc-brain eval lines --help)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
         from npc_brain import eval_lines
 
         return int(eval_lines.main(rest) or 0)
+    if what == "scene":
+        from npc_brain import eval_scene
+
+        return int(eval_scene.main(rest) or 0)
     if what == "vision":
         from npc_brain import eval_vision
 
