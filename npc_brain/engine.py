@@ -264,5 +264,7 @@ class Engine:
                     rep = self.finish(s)
                     if acceptable(rep.line, r.utterance):
                         break
+                if not rep.line:  # still nothing sayable: the sheet's own opening line beats silence
+                    rep.line = r.character.first_line or (r.character.examples[0] if r.character.examples else "...")
                 replies[i] = rep
         return replies
