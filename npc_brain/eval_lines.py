@@ -169,6 +169,31 @@ def run_bundle(bundle: Path, sheets: list[Sheet], probes: list[Probe], n_variant
     return out
 
 
+def decode_speed(bundles: list[tuple[str, Path]], sheets: list[Sheet], probes: list[Probe], n: int, threads: int,
+                 rounds: int = 3) -> dict[str, float]:
+    """Decode tokens/s at batch 1, greedy, the same n requests per bundle, interleaved bundle by bundle in
+    several rounds so that load from other processes on a shared machine falls on every bundle alike.
+    The persona prefill is excluded (decode_ms only); the median over rounds is reported."""
+    import statistics
+
+    from npc_brain.config import GenerationOptions
+    from npc_brain.engine import Engine, LineRequest
+
+    engines = {name: Engine.load(path, threads=threads) for name, path in bundles}
+    greedy = GenerationOptions(temperature=0.0)
+    picked = probes[:: max(1, len(probes) // n)][:n]
+    per: dict[str, list[float]] = {name: [] for name in engines}
+    for _ in range(rounds):
+        for name, engine in engines.items():
+            toks = ms = 0.0
+            for p in picked:
+                rep = engine.generate(LineRequest(sheets[p.sheet].character, p.utterance, p.scene, (), 0, greedy))
+                toks += max(0, rep.tokens - 1)
+                ms += rep.timings.get("decode_ms", 0.0)
+            per[name].append(1000.0 * toks / ms if ms else float("nan"))
+    return {name: statistics.median(v) for name, v in per.items()}
+
+
 def score(rows: list[dict], sheets: list[Sheet], suite: dict[str, Any], embed) -> dict[str, float]:
     words = suite["scene_words"]
     by = lambda k: [r for r in rows if r["kind"] == k]  # noqa: E731
@@ -249,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--reuse", action="store_true", help="reuse build/eval/lines_<name>.jsonl when present")
     p.add_argument("--no-embed", action="store_true", help="skip persona identifiability (no MiniLM)")
+    p.add_argument("--speed", type=int, default=0, metavar="N",
+                   help="also time decode at batch 1 on N requests per bundle, interleaved (0: skip)")
     p.add_argument("--out", type=Path, default=Path("docs/figures_fidelity.md"))
     p.add_argument("--lines-dir", type=Path, default=Path("build/eval"))
     a = p.parse_args(argv)
@@ -282,6 +309,13 @@ def main(argv: list[str] | None = None) -> int:
         for mode in ("greedy", "sampled"):
             results[name][mode] = score(runs[mode], sheets, suite, embed)
             results[name][mode]["distinct2"] = variant_distinct(runs["variants"]) if mode == "sampled" else float("nan")
+    speed_md = []
+    if a.speed:
+        sp = decode_speed(bundles, sheets, probes, a.speed, a.threads)
+        speed_md = ["Decode speed at batch 1 (greedy, the same " f"{a.speed} requests per bundle, bundles interleaved "
+                    "in 3 rounds, median): " + ", ".join(f"{n} {v:.1f} tokens/s" for n, v in sp.items()) + ".", ""]
+        for n in results:
+            results[n]["speed_batch1_tok_s"] = sp.get(n)
     elapsed = time.time() - t0
     cmd = "npc-brain eval lines " + " ".join(argv if argv is not None else sys.argv[1:])
     md = [
@@ -293,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         table(results), "",
         f"Command: `{cmd.strip()}` ({elapsed / 60:.1f} min on this machine, {a.threads} threads). "
         f"Every line is in `{a.lines_dir}/lines_<bundle>.jsonl`.", "",
-    ]
+    ] + speed_md
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text("\n".join(md))
     (a.lines_dir / "scores.json").write_text(json.dumps(results, indent=2) + "\n")
