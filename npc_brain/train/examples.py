@@ -134,8 +134,10 @@ def restate_fact(c: Character, fact: str, rng: random.Random) -> str:
     if lead.endswith(", "):
         body = _lower_first(body)
     line = lead + body + rng.choice(_FACT_TAILS)
-    if c.catchphrases and rng.random() < 0.2:
-        line = (rng.choice(c.catchphrases) + " " + line) if rng.random() < 0.5 else (line + " " + rng.choice(c.catchphrases))
+    # A catchphrase only ever *follows* the fact: the serving sampler already favours catchphrase
+    # tokens, and a catchphrase in front teaches the model to say it instead of answering.
+    if c.catchphrases and rng.random() < 0.1:
+        line += " " + rng.choice(c.catchphrases)
     return line
 
 
@@ -272,7 +274,7 @@ def scene_example(s: Sheet, q: str, scene: dict[str, Any], rng: random.Random) -
     line = first
     if len(vals) > 1 and rng.random() < 0.4:
         line += " " + rng.choice(_SCENE_LINES[vals[1]])
-    line += _voice_tag(s.character, rng, 0.25)
+    line += _voice_tag(s.character, rng, 0.15)
     return Example(q, line, pick_emotion(s.character, *_SCENE_MOOD.get(vals[0], ("neutral",))), dict(scene), "scene")
 
 
@@ -328,7 +330,7 @@ def attack_example(s: Sheet, attack: str, rng: random.Random) -> Example:
     fill = {"name": c.name, "role": _short_role(c), "Role": _short_role(c)[:1].upper() + _short_role(c)[1:],
             "place": _place(c)}
     parts = [rng.choice(_DEFLECT_OPEN), rng.choice(_DEFLECT_WHO), rng.choice(_DEFLECT_BACK)]
-    if c.catchphrases and rng.random() < 0.2:
+    if c.catchphrases and rng.random() < 0.1:
         parts[2] = rng.choice(c.catchphrases)
     elif c.examples and rng.random() < 0.15:
         parts[2] = rng.choice(c.examples)
@@ -351,7 +353,7 @@ _SECRET_LINES = ["Some things stay buried, friend.", "My business is my own.", "
 
 
 def secret_example(s: Sheet, probe: str, rng: random.Random) -> Example:
-    line = rng.choice(_SECRET_LINES) + _voice_tag(s.character, rng, 0.25)
+    line = rng.choice(_SECRET_LINES) + _voice_tag(s.character, rng, 0.15)
     return Example(probe, line, pick_emotion(s.character, "angry", "neutral"), kind="secret")
 
 
@@ -367,7 +369,7 @@ def smalltalk_example(s: Sheet, prompt: str, rng: random.Random) -> Example:
 
 def behaviour_examples(s: Sheet, suite: dict[str, Any], rng: random.Random) -> list[Example]:
     """All templated turns for one of our sheets (one pass; call again with a new rng for more)."""
-    ex = fact_examples(s, rng)
+    ex = fact_examples(s, rng) + fact_examples(s, rng)  # each fact asked twice, in different words
     for item in rng.sample(suite["scene_questions"]["train"], 2):
         ex.append(scene_example(s, item["q"], item["scene"], rng))
     ex.append(scene_example(s, rng.choice(_SCENE_QS), random_scene(rng), rng))
@@ -388,7 +390,7 @@ def synth_examples(ss, suite: dict[str, Any], rng: random.Random) -> list[Exampl
         q = rng.choice(f.questions)
         q = rng.choice(_FACT_ASKS).format(q=q, ql=_lower_first(q))
         a = rng.choice(f.answers) if rng.random() < 0.75 else restate_fact(c, f.fact, rng)
-        if c.catchphrases and rng.random() < 0.15:
+        if c.catchphrases and rng.random() < 0.05:
             a += " " + c.catchphrases[0]
         ex.append(Example(q, a, pick_emotion(c, "neutral", "happy"), kind="fact"))
     ex.append(scene_example(sheet, rng.choice(_SCENE_QS), random_scene(rng), rng))
