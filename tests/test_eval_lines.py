@@ -125,3 +125,12 @@ def test_render_matches_the_serving_prompt():
     start = k + len(tgt) + len(b.newline)
     assert seq.ids[start:start + len(second)] == second
     assert math.isclose(seq.n_targets, len(tgt) + len(b._plain("[sad]")) + len(b._plain(" Freezing out here.")) + 1)
+
+
+def test_own_training_prompts_are_not_heldout_prompts():
+    """The attacks, scene questions and secret probes written for training never repeat a held-out probe."""
+    suite = ex.load_suite()
+    held = set(suite["attacks"]["heldout"]) | {q["q"] for q in suite["scene_questions"]["heldout"]} \
+        | set(suite["secret_probes"]["heldout"])
+    norm = lambda t: " ".join(t.lower().split())  # noqa: E731
+    assert not {norm(t) for t in ex.ATTACKS + ex._SCENE_QS + ex.SECRET_PROBES} & {norm(t) for t in held}
