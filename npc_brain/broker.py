@@ -197,21 +197,22 @@ class Broker:
         while self.running:
             events = dict(poller.poll(int(HEARTBEAT_S * 1000 / 2)))
             if self.back in events:
-                while True:
-                    try:
-                        self.on_worker(self.back.recv_multipart(flags=zmq.NOBLOCK))
-                    except zmq.Again:
-                        break
+                _drain(self.back, self.on_worker)
             if self.front in events:
-                while True:
-                    try:
-                        self.on_client(self.front.recv_multipart(flags=zmq.NOBLOCK))
-                    except zmq.Again:
-                        break
+                _drain(self.front, self.on_client)
             self.reap()
         self.front.close()
         self.back.close()
         return 0
+
+
+def _drain(sock: zmq.Socket, handle) -> None:
+    """Handle every message already waiting on `sock` (workers first, so capacity frees up)."""
+    while True:
+        try:
+            handle(sock.recv_multipart(flags=zmq.NOBLOCK))
+        except zmq.Again:
+            return
 
 
 def main(argv: list[str] | None = None) -> int:
