@@ -421,6 +421,9 @@ class Daemon:
         """Send each finished sentence once; the partials always add up to the final text."""
         c = job.character
         text = clean_line(job.slot.sampler.text, c.name, truncated=True)
+        said = " ".join(job.say.utterance.lower().split())
+        if not job.sent and said.startswith(" ".join(text.lower().split())):
+            return  # it may be parroting the player: hold back so a retry is still possible
         if len(text) > len(job.sent) and text.startswith(job.sent) and not any(ch in job.slot.sampler.text for ch in "*(["):
             self.send(job.identity, P.partial_msg(job.say.id, job.seq, text[len(job.sent):]))
             job.seq += 1

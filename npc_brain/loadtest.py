@@ -86,7 +86,7 @@ def persona_cache_effect(addr: str, sheets: list[dict], reps: int) -> dict:
             sheet.pop("id", None)
             for bucket in (miss, hit):  # same sheet twice: first a miss, then a hit
                 rep = c.say("probe", "What's new?", character=sheet, session=f"pc{k}{len(bucket)}", seed=k,
-                            options={"max_tokens": 1})
+                            options={"max_tokens": 1})  # NOTE: an empty 1-token line is retried (a hit)
                 bucket.append(rep["timings"]["prefill_ms"])
     return {"miss_p50": statistics.median(miss), "hit_p50": statistics.median(hit)}
 
