@@ -125,8 +125,12 @@ def _run_llamacpp(ids: list[int], reps: int) -> dict:
 
 
 def ensure_variant_graphs(bundle: Path) -> None:
-    """The fp32 and single-precision graphs are bench-only: exported once, cached in build/bench."""
-    if FP32_PATH.exists() and all(p.exists() for p in INT_PATHS.values()):
+    """The fp32 and single-precision graphs are bench-only, cached in build/bench and rebuilt
+    whenever the bundle was built from another recipe (its manifest's build key)."""
+    key = json.loads((bundle / "manifest.json").read_text())["provenance"]["build_key"]
+    stamp = FP32_PATH.parent / "build_key"
+    if (FP32_PATH.exists() and all(p.exists() for p in INT_PATHS.values()) and stamp.exists()
+            and stamp.read_text() == key):
         return
     from export.bundle import load_torch_model
     from export.onnx_lm import export_fp32, quantize_int4, quantize_int8
@@ -135,6 +139,7 @@ def ensure_variant_graphs(bundle: Path) -> None:
     export_fp32(model, FP32_PATH)
     quantize_int8(FP32_PATH, INT_PATHS["onnx-int8"])
     quantize_int4(FP32_PATH, INT_PATHS["onnx-int4"])
+    stamp.write_text(key)
 
 
 def run_variant(name: str, bundle: Path, reps: int) -> dict:
@@ -160,15 +165,18 @@ def _stat(xs: list[float], scale: float = 1.0) -> tuple[float, float, float]:
     return statistics.median(xs) * scale, min(xs) * scale, max(xs) * scale
 
 
-def main(a: argparse.Namespace | None = None) -> int:
-    if a is None or getattr(a, "variant", None):
-        p = argparse.ArgumentParser()
-        p.add_argument("--variant")
-        p.add_argument("--bundle", type=Path)
-        p.add_argument("--reps", type=int, default=5)
-        w = p.parse_args(sys.argv[1:] if a is None else [])
-        print(json.dumps(run_variant(w.variant, w.bundle, w.reps)))
-        return 0
+def variant_main(argv: list[str] | None = None) -> int:
+    """One variant in this process (what `main` runs in a subprocess per variant); prints JSON."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--variant", required=True)
+    p.add_argument("--bundle", type=Path, required=True)
+    p.add_argument("--reps", type=int, default=5)
+    w = p.parse_args(argv)
+    print(json.dumps(run_variant(w.variant, w.bundle, w.reps)))
+    return 0
+
+
+def main(a: argparse.Namespace) -> int:
     bundle = Path(a.bundle)
     ensure_variant_graphs(bundle)
     variants = ([] if a.skip_torch else ["torch"]) + ["onnx-fp32", "onnx-int8", "onnx-int4", "bundle"]
@@ -224,4 +232,4 @@ def write_section(path: Path, name: str, body: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(variant_main())

@@ -33,7 +33,7 @@ import zmq
 from npc_brain import protocol as P
 from npc_brain.character import Character, CharacterError, load_character
 from npc_brain.config import DEFAULT_BUNDLE_DIR, OptionsError
-from npc_brain.engine import Engine, LineRequest, Slot, acceptable
+from npc_brain.engine import Engine, LineRequest, Slot, acceptable, fallback_line
 from npc_brain.lines import clean_line
 from npc_brain.prompt import PromptError, Turn
 from npc_brain.sessions import SessionStore, StateError
@@ -442,7 +442,7 @@ class Daemon:
             return
         text = rep.line if rep.line.startswith(job.sent) else job.sent
         if not text:
-            text = job.character.first_line or "..."
+            text = fallback_line(job.character)
         if job.say.stream and len(text) > len(job.sent):
             self.send(job.identity, P.partial_msg(job.say.id, job.seq, text[len(job.sent):]))
         t = rep.timings

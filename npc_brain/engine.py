@@ -43,6 +43,11 @@ def acceptable(line: str, utterance: str) -> bool:
     return bool(norm(line)) and norm(line) != norm(utterance)
 
 
+def fallback_line(c: Character) -> str:
+    """What an NPC says when the model produced nothing sayable: its own words beat silence."""
+    return c.first_line or (c.examples[0] if c.examples else "...")
+
+
 @dataclass(frozen=True)
 class LineRequest:
     character: Character
@@ -74,7 +79,6 @@ class Slot:
     kv: KV
     last_token: int
     n_prompt: int
-    persona_cached: bool
     done: bool = False
     truncated: bool = False
     t_start: float = 0.0
@@ -163,22 +167,23 @@ class Engine:
         return self._guards[key]
 
     # --- prompt + prefill ----------------------------------------------------
-    def persona(self, c: Character) -> tuple[KV, list[int], bool]:
+    def persona(self, c: Character) -> tuple[KV, list[int]]:
+        """The persona prefix's KV cache and token ids (cache hits and misses are counted there)."""
         key = f"{self.bundle.bundle_id}:{c.sheet_hash()}"
         hit = self.persona_cache.get(key)
         if hit is not None:
-            return hit[0], hit[1], True
+            return hit
         ids = self.prompts.persona_ids(c)
         _, kv = self.lm.forward(np.array([ids], np.int64), self.lm.empty())
         self.persona_cache.put(key, kv, ids)
-        return kv, ids, False
+        return kv, ids
 
     def start(self, req: LineRequest) -> Slot:
         t0 = time.perf_counter()
         from npc_brain.scene import scene_to_text
 
         turn = self.prompts.turn_ids(req.utterance, scene_to_text(req.scene or {}), req.history)
-        kv, persona_ids, cached = self.persona(req.character)
+        kv, persona_ids = self.persona(req.character)
         if len(persona_ids) + len(turn) > LIMITS.max_prompt_tokens:
             raise PromptError(f"prompt is {len(persona_ids) + len(turn)} tokens; the limit is "
                               f"{LIMITS.max_prompt_tokens}: shorten the sheet or the history")
@@ -191,7 +196,7 @@ class Engine:
                               list(c.banned_words) + self.guard_words(c))
         first = sampler.next_token(logits[0])
         t2 = time.perf_counter()
-        slot = Slot(req, seed, sampler, kv, first, len(persona_ids) + len(turn), cached, t_start=t0)
+        slot = Slot(req, seed, sampler, kv, first, len(persona_ids) + len(turn), t_start=t0)
         slot.timings = {"persona_ms": (t1 - t0) * 1000, "prefill_ms": (t2 - t1) * 1000, "first_token_ms": (t2 - t0) * 1000}
         return slot
 
@@ -264,7 +269,7 @@ class Engine:
                     rep = self.finish(s)
                     if acceptable(rep.line, r.utterance):
                         break
-                if not rep.line:  # still nothing sayable: the sheet's own opening line beats silence
-                    rep.line = r.character.first_line or (r.character.examples[0] if r.character.examples else "...")
+                if not rep.line:  # still nothing sayable
+                    rep.line = fallback_line(r.character)
                 replies[i] = rep
         return replies

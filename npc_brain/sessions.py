@@ -14,11 +14,12 @@ from pathlib import Path
 
 import msgpack
 
+from npc_brain.config import LIMITS
 from npc_brain.prompt import Turn
 
 STATE_VERSION = 1
-MAX_TURNS = 32
-MAX_TEXT = 2000
+MAX_TURNS = LIMITS.max_history_turns
+MAX_TEXT = LIMITS.max_history_chars
 
 
 class StateError(ValueError):
