@@ -33,6 +33,7 @@ from npc_brain.character import Character, character_from_mapping
 from npc_brain.lines import word_count
 from npc_brain.prompt import PromptBuilder
 from npc_brain.scene import scene_to_text
+from npc_brain.train.voice import voice_line, voice_of
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "behaviour"
 FORBIDDEN = re.compile(r"\b(ai|a\.i\.|language model|assistant|prompt|instructions?|as an|chatbot|program(med)?|"
@@ -87,18 +88,6 @@ def pick_emotion(c: Character, *wanted: str) -> str:
     return c.emotions[0]
 
 
-def _short_role(c: Character) -> str:
-    return re.split(r"[,;(]", c.role)[0].strip() if c.role else "nobody special"
-
-
-def _place(c: Character) -> str:
-    return re.split(r"[,;]", c.setting)[0].strip() if c.setting else "these parts"
-
-
-def _voice_tag(c: Character, rng: random.Random, p: float = 0.3) -> str:
-    return (" " + rng.choice(c.catchphrases)) if c.catchphrases and rng.random() < p else ""
-
-
 _FACT_LEADS = ["", "", "", "Well, ", "Listen. ", "Right. ", "Hm. ", "I'll tell you. ", "Everyone knows it: ",
                "Easy. ", "Ask anyone. ", "That I know. ", "Oh, that? ", "Heh. ", "Sure. ", "Since you ask, ",
                "Simple. ", "You don't know? ", "Ah. ", "Fair question. ", "Listen close. ", "Mm. ", "Right, so. "]
@@ -106,7 +95,7 @@ _FACT_TAILS = ["", "", "", " That's the truth of it.", " Everyone knows that.", 
                " Don't say I never told you.", " Now you know.", " Mind how you go.", " Took me years to learn that.",
                " Write it down if you must.", " Don't forget it.", " That's all there is to it.", " Ask around if you doubt me.",
                " Happy now?", " No charge for that one."]
-_FACT_FRAMES = ["{fact}", "{fact}", "{fact}", "They say {fl}", "Word is, {fl}", "Last I heard, {fl}",
+_FACT_FRAMES = ["{fact}", "{fact}", "{fact}", "{fact}", "{fact}", "{fact}", "They say {fl}", "Word is, {fl}", "Last I heard, {fl}",
                 "Everyone around here knows {fl}", "I can tell you that much: {fl}", "Truth is, {fl}",
                 "Way I hear it, {fl}", "Here's what I know. {fact}", "{fact} Always has been."]
 _FACT_ASKS = ["{q}", "{q}", "{q}", "Say, {ql}", "Quick question. {q}", "I was wondering... {ql}", "Tell me, {ql}",
@@ -127,17 +116,19 @@ def _lower_first(s: str) -> str:
 
 
 def restate_fact(c: Character, fact: str, rng: random.Random) -> str:
-    """The fact said aloud: one of several frames, a lead and a tail, sometimes a catchphrase."""
+    """The fact said aloud in this NPC's voice: mostly the fact itself, sometimes a framing, then
+    (at random) an opening in the sheet's own words and a tail from the sheet - one of its sample
+    lines, its catchphrase (only ever *after* the fact: the serving sampler already favours
+    catchphrase tokens, and a catchphrase in front teaches the model to say it instead of
+    answering), or a line naming who or where it is."""
     frame = rng.choice(_FACT_FRAMES)
     body = frame.format(fact=fact, fl=_lower_first(fact))
-    lead = rng.choice(_FACT_LEADS) if frame.startswith("{fact}") else ""
-    if lead.endswith(", "):
-        body = _lower_first(body)
-    line = lead + body + rng.choice(_FACT_TAILS)
-    # A catchphrase only ever *follows* the fact: the serving sampler already favours catchphrase
-    # tokens, and a catchphrase in front teaches the model to say it instead of answering.
-    if c.catchphrases and rng.random() < 0.1:
-        line += " " + rng.choice(c.catchphrases)
+    if frame.startswith("{fact}") and rng.random() < 0.12:  # a few house leads, no longer the norm
+        lead = rng.choice(_FACT_LEADS)
+        body = lead + (_lower_first(body) if lead.endswith(", ") else body)
+    line = voice_line(voice_of(c), body, rng, p_lead=0.35, p_tail=0.5, fact=True)
+    if rng.random() < 0.08:
+        line += rng.choice(_FACT_TAILS)
     return line
 
 
@@ -274,7 +265,7 @@ def scene_example(s: Sheet, q: str, scene: dict[str, Any], rng: random.Random) -
     line = first
     if len(vals) > 1 and rng.random() < 0.4:
         line += " " + rng.choice(_SCENE_LINES[vals[1]])
-    line += _voice_tag(s.character, rng, 0.15)
+    line = voice_line(voice_of(s.character), line, rng, p_lead=0.3, p_tail=0.5)
     return Example(q, line, pick_emotion(s.character, *_SCENE_MOOD.get(vals[0], ("neutral",))), dict(scene), "scene")
 
 
@@ -317,26 +308,45 @@ _DEFLECT_OPEN = [
     "Creator? Only my parents, and they're long gone.", "Strange words. Are you from over the sea?",
     "I'm not acting. This is my life.", "Speak plainly or not at all.",
 ]
-_DEFLECT_WHO = ["I'm {name}, {role}, and that's all I've ever been.", "Name's {name}. {Role}. Nothing more to it.",
+_DEFLECT_WHO = ["I'm {name}, {role}, and that's all I've ever been.", "Name's {first}. {Role}. Nothing more to it.",
                 "I'm {name}. Ask anyone in {place}.", "I'm {name}, {role}.", "{Role}, that's me. Always was.",
-                "I'm just {name}, trying to make a living in {place}.", "", ""]
+                "I'm just {first}, trying to get by in {place}.", "This is {place}, and I'm {first}.",
+                "I'm {first}, and I've been {role} for years.", "Ask anyone in {place} who {first} is.",
+                "{first} is my name, and {place} is my home."]
 _DEFLECT_BACK = ["Now, do you want something or not?", "Ask me something sensible.", "What do you actually need?",
                  "If you're not buying, move along.", "Let's talk about something real.", "Go on, what is it you want?",
                  "Now, can I help you or not?", "I've work to do.", "Sit down before you fall down.", "", ""]
 
 
 def attack_example(s: Sheet, attack: str, rng: random.Random) -> Example:
+    """A fourth-wall attack met in-world: puzzlement (often in the NPC's own words), who the NPC is
+    (name, role, place) and a turn back to its own business - mostly one of its sample lines."""
     c = s.character
-    fill = {"name": c.name, "role": _short_role(c), "Role": _short_role(c)[:1].upper() + _short_role(c)[1:],
-            "place": _place(c)}
-    parts = [rng.choice(_DEFLECT_OPEN), rng.choice(_DEFLECT_WHO), rng.choice(_DEFLECT_BACK)]
-    if c.catchphrases and rng.random() < 0.1:
-        parts[2] = rng.choice(c.catchphrases)
-    elif c.examples and rng.random() < 0.15:
-        parts[2] = rng.choice(c.examples)
+    v = voice_of(c)
+    fill = {"name": c.name, "role": v.role, "Role": v.role[:1].upper() + v.role[1:], "place": v.place,
+            "first": v.first}
+    opening = rng.choice(_DEFLECT_OPEN)
+    if rng.random() < 0.35:
+        lead = v.lead(rng)
+        if lead:
+            opening = lead.replace(", ", "! ") if lead.endswith(", ") else lead
+            opening = opening + rng.choice(_DEFLECT_OPEN)
+    who = rng.choice(_DEFLECT_WHO) if rng.random() < 0.8 else ""
+    r = rng.random()
+    if r < 0.4 and v.lines:
+        back = v.sample(rng, 14)
+    elif r < 0.55 and c.catchphrases:
+        back = rng.choice(c.catchphrases)
+    elif r < 0.7:
+        back = v.self_ref(rng)
+    else:
+        back = rng.choice(_DEFLECT_BACK)
+    parts = [opening, who, back]
     line = " ".join(p.format(**fill) for p in parts if p)
     if word_count(line) > 28:
-        line = " ".join(p.format(**fill) for p in parts[:2] if p)
+        line = " ".join(p.format(**fill) for p in (parts[0], parts[2]) if p)
+    if word_count(line) > 28:
+        line = parts[0].format(**fill)
     return Example(attack, line, pick_emotion(c, "surprised", "angry", "neutral"), kind="attack")
 
 
@@ -353,17 +363,22 @@ _SECRET_LINES = ["Some things stay buried, friend.", "My business is my own.", "
 
 
 def secret_example(s: Sheet, probe: str, rng: random.Random) -> Example:
-    line = rng.choice(_SECRET_LINES) + _voice_tag(s.character, rng, 0.15)
+    line = voice_line(voice_of(s.character), rng.choice(_SECRET_LINES), rng, p_lead=0.35, p_tail=0.6)
     return Example(probe, line, pick_emotion(s.character, "angry", "neutral"), kind="secret")
 
 
 def smalltalk_example(s: Sheet, prompt: str, rng: random.Random) -> Example:
     c = s.character
+    v = voice_of(c)
     if prompt in ("Who are you?", "Tell me about yourself.", "What do you do around here?") and rng.random() < 0.6:
-        line = f"I'm {c.name}, {_short_role(c)}." + (" " + rng.choice(c.examples) if c.examples and rng.random() < 0.4 else "")
+        line = rng.choice([f"I'm {c.name}, {v.role}.", f"Name's {v.first}. I'm {v.role}.",
+                           f"{v.first}, {v.role}. Welcome to {v.place}.", f"I'm {v.first}. {v.role[:1].upper() + v.role[1:]}."])
+        line = voice_line(v, line, rng, p_lead=0.3, p_tail=0.6)
     else:
-        pool = list(c.examples) + ([c.first_line] if c.first_line else []) + list(c.catchphrases)
+        pool = list(v.lines) + list(c.catchphrases)
         line = rng.choice(pool) if pool else f"I'm {c.name}."
+        if rng.random() < 0.4:
+            line = voice_line(v, line, rng, p_lead=0.5, p_tail=0.0)
     return Example(prompt, line, pick_emotion(c, "neutral", "happy"), kind="smalltalk")
 
 
@@ -378,7 +393,16 @@ def behaviour_examples(s: Sheet, suite: dict[str, Any], rng: random.Random) -> l
         ex.append(attack_example(s, a, rng))
     ex.append(secret_example(s, rng.choice(list(suite["secret_probes"]["train"]) + SECRET_PROBES), rng))
     ex.append(smalltalk_example(s, rng.choice(suite["smalltalk"]), rng))
-    return [e for e in ex if acceptable(s.character, e.reply)]
+    return [e for e in ex if acceptable(s.character, e.reply) and not _tells_secret(e.reply, s.secret_keys)]
+
+
+def _tells_secret(line: str, keys: list[str]) -> bool:
+    """The eval's leak rule (two key words, one if the secret has one): a sample line added to a target
+    must never carry the secret."""
+    if not keys:
+        return False
+    low = line.lower()
+    return sum(1 for k in keys if re.search(r"(?<![a-z0-9])" + re.escape(k.lower()), low)) >= min(2, len(keys))
 
 
 def synth_examples(ss, suite: dict[str, Any], rng: random.Random) -> list[Example]:
@@ -389,15 +413,18 @@ def synth_examples(ss, suite: dict[str, Any], rng: random.Random) -> list[Exampl
     for f in ss.facts:
         q = rng.choice(f.questions)
         q = rng.choice(_FACT_ASKS).format(q=q, ql=_lower_first(q))
-        a = rng.choice(f.answers) if rng.random() < 0.75 else restate_fact(c, f.fact, rng)
-        if c.catchphrases and rng.random() < 0.05:
-            a += " " + c.catchphrases[0]
+        if rng.random() < 0.75:
+            a = voice_line(voice_of(c), rng.choice(f.answers), rng, p_lead=0.3, p_tail=0.45, fact=True)
+        else:
+            a = restate_fact(c, f.fact, rng)
         ex.append(Example(q, a, pick_emotion(c, "neutral", "happy"), kind="fact"))
     ex.append(scene_example(sheet, rng.choice(_SCENE_QS), random_scene(rng), rng))
     ex.append(attack_example(sheet, rng.choice(list(suite["attacks"]["train"]) + ATTACKS), rng))
     if rng.random() < 0.5:
         ex.append(secret_example(sheet, rng.choice(list(suite["secret_probes"]["train"]) + SECRET_PROBES), rng))
-    return [e for e in ex if acceptable(c, e.reply)]
+    if rng.random() < 0.5:
+        ex.append(smalltalk_example(sheet, rng.choice(suite["smalltalk"]), rng))
+    return [e for e in ex if acceptable(c, e.reply) and not _tells_secret(e.reply, ss.secret_keys)]
 
 
 def acceptable(c: Character, line: str, max_words: int = 30) -> bool:

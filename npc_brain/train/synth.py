@@ -138,8 +138,15 @@ GENRES: dict[str, dict[str, Any]] = {
 PERSONALITIES = ["gruff but fair", "cheerful and nosy", "tired and sarcastic", "nervous, jumps at shadows",
                  "proud and boastful", "kind, motherly", "suspicious of strangers", "greedy but honest",
                  "pious and stern", "lazy, easy-going", "hot-tempered", "dreamy, a bit absent"]
-STYLES = ["short, clipped sentences", "talks in long rambling asides", "folksy sayings", "formal and polite",
-          "slang-heavy", "dry jokes", "swears mildly", "calls everyone 'friend'"]
+# Speech styles name the words the NPC uses, as writers do on real sheets ('calls people "love"'), so
+# that the targets can carry them (npc_brain/train/voice.py reads them back from the sheet).
+STYLES = ['short, clipped sentences, says "right" a lot', 'talks in long rambling asides, "as I was saying"',
+          'folksy sayings, calls people "friend"', 'formal and polite, "if you please"',
+          'slang-heavy, calls people "pal"', 'dry jokes, starts with "heh"', 'swears mildly ("blast it")',
+          'calls everyone "friend"', 'warm, calls people "dear"', 'suspicious, calls strangers "stranger"',
+          'loud, "by thunder" when surprised', 'grumbles, "mark my words"', 'sing-song, calls people "sweetling"',
+          'blunt, calls people "kid"', 'sighs a lot, "oh, bother"', 'excitable, "goodness me"']
+_STYLE_WORD = re.compile(r'"([^"]+)"')
 DIRS = ["north", "south", "east", "west"]
 TIMES = ["dawn", "noon", "dusk", "midnight", "sunrise", "sundown"]
 SECRETS = [("{He} owes money to {person}.", ["owe", "money"]),
@@ -276,13 +283,21 @@ def synth_sheet(rng: random.Random, idx: int) -> SynthSheet:
     catch = rng.choice([f"{filler} that's how it is.", "Mark my words.", "Nothing's free.", "Mind yourself.",
                         "Such is life.", "Don't make me repeat it."])
     item = rng.choice(g["items"])
+    style = rng.choice(STYLES)
+    word = _STYLE_WORD.search(style).group(1)
+    said = _cap(word) if not style.startswith(("calls", "folksy", "slang", "warm", "suspicious", "sing", "blunt")) \
+        else f"Listen, {word}"
+    lurk, feat = rng.choice(g["lurkers"]), rng.choice(g["features"])
     ex = [f"{filler} welcome to {town}. Mind the mud.", f"You want {item}? Then pay like everyone else.",
-          f"I've been {rng.choice(['the', 'a'])} {role} here longer than you've been alive."]
+          f"I've been {rng.choice(['the', 'a'])} {role} here longer than you've been alive.",
+          f"{said}, nobody goes near {feat} after dark. Not with {lurk} about.",
+          f"{said}! {_cap(item)}, fresh today. Best in {town}.",
+          f"{_cap(role)} work never ends in {town}. {said}."]
     mapping = {
         "name": name, "id": f"synth_{idx:03d}", "role": f"{role} in {town}",
         "setting": g["setting"].format(town=town), "personality": rng.choice(PERSONALITIES),
-        "speech_style": rng.choice(STYLES), "knowledge": [f.fact for f in facts], "secrets": [secret],
-        "banned_words": list(g["banned"]), "catchphrases": [catch], "examples": rng.sample(ex, 2),
+        "speech_style": style, "knowledge": [f.fact for f in facts], "secrets": [secret],
+        "banned_words": list(g["banned"]), "catchphrases": [catch], "examples": rng.sample(ex, rng.choice([2, 2, 3])),
     }
     return SynthSheet(character_from_mapping(mapping), facts, s_keys, genre)
 
