@@ -80,6 +80,51 @@ def _socket(ctx: zmq.Context, address: str, curve: tuple[bytes, bytes, bytes] | 
     return s
 
 
+class _Tries:
+    """The retry policy Client and AsyncClient share, without the I/O.
+
+    A request is sent at most `retries + 1` times, always as the same encoded
+    frame (so the same request id: the daemon answers a resend from its reply
+    cache and never generates twice). A resend follows silence for the client's
+    timeout, or an OVERLOADED / NOT_READY error after the pause the daemon asks
+    for (`retry_after_ms`, 250 ms when absent). Any other error is final.
+    """
+
+    RETRYABLE = ("OVERLOADED", "NOT_READY")
+    DEFAULT_PAUSE_MS = 250
+
+    def __init__(self, msg: dict[str, Any], retries: int, on_partial: Callable[[dict], None] | None = None):
+        self.msg = msg
+        self.rid = msg.get("id")
+        self.retries = retries
+        self.on_partial = on_partial
+        self.frame = P.encode(msg)
+
+    def attempts(self) -> range:
+        return range(self.retries + 1)
+
+    def partial(self, rep: dict[str, Any]) -> bool:
+        """True (after handing it to on_partial) when `rep` is a partial: keep waiting."""
+        if rep["type"] != "partial":
+            return False
+        if self.on_partial:
+            self.on_partial(rep)
+        return True
+
+    def pause_s(self, rep: dict[str, Any], attempt: int) -> float | None:
+        """None when `rep` is the answer; seconds to wait before resending when it is an error
+        worth retrying and attempts are left; raises ClientError for any other error."""
+        if rep["type"] != "error":
+            return None
+        if rep["code"] in self.RETRYABLE and attempt < self.retries:
+            return rep.get("retry_after_ms", self.DEFAULT_PAUSE_MS) / 1000
+        raise ClientError(rep["code"], rep.get("message", ""), rep)
+
+    def gave_up(self) -> ClientError:
+        return ClientError("TIMEOUT", f"no reply to {self.msg.get('type')} {self.rid} "
+                                      f"after {self.retries + 1} tries")
+
+
 class Client:
     def __init__(self, address: str = "tcp://127.0.0.1:5555", timeout_s: float = 30.0, retries: int = 2,
                  curve: tuple[bytes, bytes, bytes] | None = None, ctx: zmq.Context | None = None):
@@ -108,27 +153,23 @@ class Client:
 
     def request(self, msg: dict[str, Any], on_partial: Callable[[dict], None] | None = None) -> dict[str, Any]:
         """Send `msg` and wait for its terminal reply, re-sending on silence (same id)."""
-        rid = msg.get("id")
-        for attempt in range(self.retries + 1):
-            self.send(msg)
+        tries = _Tries(msg, self.retries, on_partial)
+        for attempt in tries.attempts():
+            self.sock.send(tries.frame)
             end = time.monotonic() + self.timeout_s
             while (left := end - time.monotonic()) > 0:
                 rep = self.recv(left)
                 if rep is None:
                     break
-                if rep.get("id") != rid and rep["type"] != "welcome":
+                if rep.get("id") != tries.rid and rep["type"] != "welcome":
                     continue  # a late reply to an earlier request
-                if rep["type"] == "partial":
-                    if on_partial:
-                        on_partial(rep)
+                if tries.partial(rep):
                     continue
-                if rep["type"] == "error":
-                    if rep["code"] in ("OVERLOADED", "NOT_READY") and attempt < self.retries:
-                        time.sleep(rep.get("retry_after_ms", 250) / 1000)
-                        break
-                    raise ClientError(rep["code"], rep.get("message", ""), rep)
-                return rep
-        raise ClientError("TIMEOUT", f"no reply to {msg.get('type')} {rid} after {self.retries + 1} tries")
+                if (pause := tries.pause_s(rep, attempt)) is None:
+                    return rep
+                time.sleep(pause)
+                break
+        raise tries.gave_up()
 
     # --- conveniences ----------------------------------------------------------------
     def say(self, npc: str, utterance: str, on_partial: Callable[[dict], None] | None = None, **kw) -> dict[str, Any]:
@@ -207,30 +248,26 @@ class AsyncClient:
     async def request(self, msg: dict[str, Any], on_partial: Callable[[dict], None] | None = None) -> dict[str, Any]:
         if self._reader is None:
             self._reader = asyncio.ensure_future(self._read())
-        rid = msg["id"]
+        tries = _Tries(msg, self.retries, on_partial)
         q: asyncio.Queue = asyncio.Queue()
-        self.waiters[rid] = q
+        self.waiters[tries.rid] = q
         try:
-            for attempt in range(self.retries + 1):
-                await self.sock.send(P.encode(msg))
+            for attempt in tries.attempts():
+                await self.sock.send(tries.frame)
                 try:
                     while True:
                         rep = await asyncio.wait_for(q.get(), self.timeout_s)
-                        if rep["type"] == "partial":
-                            if on_partial:
-                                on_partial(rep)
+                        if tries.partial(rep):
                             continue
-                        if rep["type"] == "error":
-                            if rep["code"] in ("OVERLOADED", "NOT_READY") and attempt < self.retries:
-                                await asyncio.sleep(rep.get("retry_after_ms", 250) / 1000)
-                                break
-                            raise ClientError(rep["code"], rep.get("message", ""), rep)
-                        return rep
+                        if (pause := tries.pause_s(rep, attempt)) is None:
+                            return rep
+                        await asyncio.sleep(pause)
+                        break
                 except asyncio.TimeoutError:
                     continue
-            raise ClientError("TIMEOUT", f"no reply to {rid} after {self.retries + 1} tries")
+            raise tries.gave_up()
         finally:
-            self.waiters.pop(rid, None)
+            self.waiters.pop(tries.rid, None)
 
     async def say(self, npc: str, utterance: str, on_partial: Callable[[dict], None] | None = None, **kw) -> dict:
         rid = kw.pop("request_id", None) or _new_id()
