@@ -41,14 +41,8 @@ def frame(**fields) -> bytes:
 
 
 def say(**changes) -> dict:
-    msg = {"v": 1, "type": "say", "id": "r1", "npc": "maren",
-           "character": {"name": "Maren"}, "utterance": "Hi."}
-    for key, value in changes.items():
-        if value is None:
-            msg.pop(key, None)
-        else:
-            msg[key] = value
-    return msg
+    """The generator's minimal say request (a None value removes a field), as id r1 saying "Hi."."""
+    return gen.say(**{"id": "r1", "utterance": "Hi.", **changes})
 
 
 def error_of(msg_or_frame) -> ProtocolError:
