@@ -13,7 +13,8 @@ depend on what else is in the batch), its options, and the per-character rules:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -36,14 +37,25 @@ class TokenTexts:
         self.stop_ids = {t for t in (tok.token_to_id("<|im_end|>"), tok.token_to_id("<|endoftext|>")) if t is not None}
 
 
+def _whole_word(word: str) -> str:
+    """Regex for `word` (already lower-case) as a whole word; the text's ends count as boundaries."""
+    return r"(?<![a-z0-9])" + re.escape(word) + r"(?![a-z0-9])"
+
+
+@lru_cache(maxsize=256)
+def _banned_patterns(words: tuple[str, ...]) -> tuple[re.Pattern, ...]:
+    """Compiled patterns for a sorted tuple of distinct lower-case words. Cached: every line of
+    a character bans the same words, so only a new sheet compiles anything."""
+    return tuple(re.compile(_whole_word(w)) for w in words)
+
+
 @dataclass
 class BannedWords:
     words: tuple[str, ...]
-    _patterns: list[re.Pattern] = field(default_factory=list)
+    _patterns: tuple[re.Pattern, ...] = ()
 
     def __post_init__(self):
-        self._patterns = [re.compile(r"(?<![a-z0-9])" + re.escape(w.lower().strip()) + r"(?![a-z0-9])")
-                          for w in self.words if w.strip()]
+        self._patterns = _banned_patterns(tuple(sorted({w.lower().strip() for w in self.words if w.strip()})))
 
     def violates(self, text: str) -> bool:
         """True when `text` ends in (or contains) a banned word. The end of the text
@@ -66,7 +78,7 @@ FOURTH_WALL_WORDS = (
 def fourth_wall_guard(sheet_text: str) -> list[str]:
     """The fourth-wall words this sheet does not itself use."""
     low = sheet_text.lower()
-    return [w for w in FOURTH_WALL_WORDS if not re.search(r"(?<![a-z0-9])" + re.escape(w.lower()) + r"(?![a-z0-9])", low)]
+    return [w for w in FOURTH_WALL_WORDS if not re.search(_whole_word(w.lower()), low)]
 
 
 def emotion_trie(tok: Tokenizer, emotions: Sequence[str]) -> dict:

@@ -58,6 +58,13 @@ def test_banned_words_match_whole_words_only():
     assert b.violates("the gun")
 
 
+def test_banned_word_patterns_are_compiled_once_per_word_set():
+    a = BannedWords(("gun", "Okay", ""))
+    b = BannedWords(["okay ", "GUN", "gun"])  # same set: order, case, padding and repeats do not matter
+    assert a._patterns is b._patterns and len(a._patterns) == 2
+    assert a.violates("okay then") and b.violates("a gun") and not b.violates("okayish")
+
+
 def test_same_seed_same_tokens_and_different_seed_differs(texts):
     V = len(texts.texts)
     rng = np.random.default_rng(0)
