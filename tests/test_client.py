@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
-import zmq
 
-from npc_brain import protocol as P
 from npc_brain.client import AsyncClient, Client, ClientError, say_msg
+from tests.fake_daemon import FakeDaemon
 
 
 def line(rid: str) -> dict:
@@ -18,36 +16,6 @@ def line(rid: str) -> dict:
 
 def error(rid: str, code: str, **extra) -> dict:
     return {"v": 1, "type": "error", "id": rid, "code": code, "message": code.lower(), **extra}
-
-
-class FakeDaemon:
-    """A ROUTER that answers the n-th frame it receives with script[n] (a list of replies, maybe empty)."""
-
-    def __init__(self, script: list[list[dict]]):
-        self.script = list(script)
-        self.frames: list[bytes] = []
-        self.sock = zmq.Context.instance().socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        port = self.sock.bind_to_random_port("tcp://127.0.0.1")
-        self.address = f"tcp://127.0.0.1:{port}"
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while self.script:
-            if not self.sock.poll(5000):
-                return
-            ident, frame = self.sock.recv_multipart()
-            self.frames.append(frame)
-            for rep in self.script.pop(0):
-                self.sock.send_multipart([ident, P.encode(rep)])
-
-    def __enter__(self) -> "FakeDaemon":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.thread.join(10)
-        self.sock.close()
 
 
 def sync_request(addr: str, msg: dict, partials: list, **kw) -> dict:
