@@ -9,9 +9,17 @@ the serving contract, so we want to choose its inputs exactly. Every call takes
 * ``past_key_i``/``past_value_i``   (B, Hkv, P, D) float32, one pair per layer
 
 and returns the logits of the *last* position only (B, V) plus the grown
-caches. The same graph therefore serves a cold prefill (P = 0), a prefill on
-top of a cached persona prefix (P > 0, S > 1) and a batched one-token decode
-step across NPCs whose histories have different lengths (left padding).
+caches. That is the eager (PyTorch) form, used by training and as the parity
+reference.
+
+The serving graph (``forward_shared``) is the same maths with a cache that is
+never copied: each layer's keys and values live in one preallocated buffer
+(B, Hkv, capacity, D) per row, which the runtime binds as both ``past`` and
+``present``. ONNX Runtime's GroupQueryAttention writes the new tokens in place
+at each row's own length (``seqlens_k``), so a decode step costs the same
+however long the conversation is, and rows of different lengths batch without
+padding. One graph serves a cold prefill, a prefill on top of a cached persona
+prefix, and a batched one-token decode step across NPCs.
 """
 
 from __future__ import annotations
@@ -69,6 +77,44 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+class GroupQueryAttention(torch.autograd.Function):
+    """ONNX Runtime's com.microsoft GroupQueryAttention with a shared past/present buffer.
+
+    The forward here is a plain reference of the op's semantics (write the S new keys
+    of row b at positions seqlens_k[b] - S + 1 ..., attend causally up to them), used
+    while tracing and by the eager-vs-shared test; the ONNX graph gets the fused op.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, past_k, past_v, seqlens_k, total_length, n_heads: int, n_kv_heads: int):
+        B, S, _ = q.shape
+        D = past_k.shape[-1]
+        g = n_heads // n_kv_heads
+        present_k, present_v = past_k.clone(), past_v.clone()
+        out = torch.zeros_like(q)
+        for b in range(B):
+            end = int(seqlens_k[b]) + 1
+            start = end - S
+            present_k[b, :, start:end] = k[b].view(S, n_kv_heads, D).transpose(0, 1)
+            present_v[b, :, start:end] = v[b].view(S, n_kv_heads, D).transpose(0, 1)
+            keys = present_k[b, :, :end].repeat_interleave(g, 0)  # (H, end, D)
+            vals = present_v[b, :, :end].repeat_interleave(g, 0)
+            qb = q[b].view(S, n_heads, D).transpose(0, 1)  # (H, S, D)
+            att = qb @ keys.transpose(1, 2) / math.sqrt(D)
+            future = torch.arange(end).unsqueeze(0) > (torch.arange(S) + start).unsqueeze(1)
+            att = att.masked_fill(future, float("-inf")).softmax(-1)
+            out[b] = (att @ vals).transpose(0, 1).reshape(S, n_heads * D)
+        return out, present_k, present_v
+
+    @staticmethod
+    def symbolic(g, q, k, v, past_k, past_v, seqlens_k, total_length, n_heads, n_kv_heads):
+        out, present_k, present_v = g.op("com.microsoft::GroupQueryAttention", q, k, v, past_k, past_v, seqlens_k,
+                                         total_length, num_heads_i=n_heads, kv_num_heads_i=n_kv_heads, outputs=3)
+        for value, like in ((out, q), (present_k, past_k), (present_v, past_v)):
+            value.setType(like.type())  # the exporter cannot infer a contrib op's output types
+        return out, present_k, present_v
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
@@ -79,7 +125,8 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.dim, kv * d, bias=False)
         self.o_proj = nn.Linear(h * d, cfg.dim, bias=False)
 
-    def forward(self, x, cos, sin, bias, past_k, past_v):
+    def forward(self, x, cos, sin, bias, past_k, past_v, shared=None):
+        """`shared` = (seqlens_k, total_length) selects the in-place cache (see the module doc)."""
         B, S, _ = x.shape
         c = self.cfg
         q = self.q_proj(x).view(B, S, c.n_heads, c.head_dim).transpose(1, 2)
@@ -87,6 +134,13 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(B, S, c.n_kv_heads, c.head_dim).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
+        if shared is not None:
+            def bsh(t):  # (B, heads, S, D) -> (B, S, heads * D), the layout the ORT op takes
+                return t.transpose(1, 2).reshape(B, S, -1)
+
+            y, k, v = GroupQueryAttention.apply(bsh(q), bsh(k), bsh(v), past_k, past_v, *shared,
+                                                c.n_heads, c.n_kv_heads)
+            return self.o_proj(y), k, v
         k = torch.cat([past_k, k], dim=2)
         v = torch.cat([past_v, v], dim=2)
         # Grouped-query attention: each KV head serves n_heads / n_kv_heads query heads.
@@ -120,8 +174,8 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, bias, past_k, past_v):
-        a, k, v = self.self_attn(self.input_layernorm(x), cos, sin, bias, past_k, past_v)
+    def forward(self, x, cos, sin, bias, past_k, past_v, shared=None):
+        a, k, v = self.self_attn(self.input_layernorm(x), cos, sin, bias, past_k, past_v, shared)
         x = x + a
         return x + self.mlp(self.post_attention_layernorm(x)), k, v
 
@@ -137,13 +191,16 @@ class Llama(nn.Module):
         inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim))
         self.register_buffer("inv_freq", inv, persistent=False)
 
+    def rope(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = position_ids.to(torch.float32).unsqueeze(-1) * self.inv_freq  # (B, S, D/2)
+        emb = torch.cat([freqs, freqs], dim=-1).unsqueeze(1)  # (B, 1, S, D)
+        return emb.cos(), emb.sin()
+
     def forward(self, input_ids, position_ids, attention_mask, *past: torch.Tensor):
         """Returns (last-position logits (B, V), k_0, v_0, k_1, v_1, ...)."""
         B, S = input_ids.shape
         x = self.embed_tokens(input_ids)
-        freqs = position_ids.to(torch.float32).unsqueeze(-1) * self.inv_freq  # (B, S, D/2)
-        emb = torch.cat([freqs, freqs], dim=-1).unsqueeze(1)  # (B, 1, S, D)
-        cos, sin = emb.cos(), emb.sin()
+        cos, sin = self.rope(position_ids)
         T = attention_mask.shape[1]
         P = T - S
         # Key j is visible to query i when it is a real token and not in the future.
@@ -154,6 +211,18 @@ class Llama(nn.Module):
         present = []
         for i, layer in enumerate(self.layers):
             x, k, v = layer(x, cos, sin, bias, past[2 * i], past[2 * i + 1])
+            present += [k, v]
+        logits = self.lm_head(self.norm(x[:, -1, :]))
+        return (logits, *present)
+
+    def forward_shared(self, input_ids, position_ids, seqlens_k, total_length, *buffers: torch.Tensor):
+        """The serving form: `buffers` are per-layer (B, Hkv, capacity, D) caches that come back
+        with the new tokens written in; seqlens_k[b] = row b's length after this call - 1."""
+        x = self.embed_tokens(input_ids)
+        cos, sin = self.rope(position_ids)
+        present = []
+        for i, layer in enumerate(self.layers):
+            x, k, v = layer(x, cos, sin, None, buffers[2 * i], buffers[2 * i + 1], (seqlens_k, total_length))
             present += [k, v]
         logits = self.lm_head(self.norm(x[:, -1, :]))
         return (logits, *present)

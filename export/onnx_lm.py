@@ -1,8 +1,12 @@
 """PyTorch Llama -> ONNX (fp32) -> quantized variants.
 
-Input/output names are the runtime's contract (see ``npc_brain/runtime.py``):
-``input_ids``, ``position_ids``, ``attention_mask``, ``past_key_{i}``,
-``past_value_{i}`` in; ``logits``, ``present_key_{i}``, ``present_value_{i}`` out.
+Input/output names are the runtime's contract (see ``npc_brain/lm.py``):
+``input_ids`` (B, S) int64, ``position_ids`` (B, S) int64, ``seqlens_k`` (B,)
+int32 (each row's length after the call, minus one), ``total_sequence_length``
+() int32 (the longest row's), ``past_key_{i}``/``past_value_{i}`` (B, Hkv,
+capacity, D) in; ``logits`` (B, V) and ``present_key_{i}``/``present_value_{i}``
+out. The runtime binds each present to its past's buffer, so the cache is
+written in place (see ``export/llama.py``).
 """
 
 from __future__ import annotations
@@ -17,8 +21,19 @@ from export.llama import Llama
 OPSET = 17
 
 
+class _Serving(torch.nn.Module):
+    """Exposes `Llama.forward_shared` as `forward`, which is what the tracer exports."""
+
+    def __init__(self, model: Llama):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args):
+        return self.model.forward_shared(*args)
+
+
 def io_names(n_layers: int) -> tuple[list[str], list[str]]:
-    ins = ["input_ids", "position_ids", "attention_mask"]
+    ins = ["input_ids", "position_ids", "seqlens_k", "total_sequence_length"]
     outs = ["logits"]
     for i in range(n_layers):
         ins += [f"past_key_{i}", f"past_value_{i}"]
@@ -27,24 +42,24 @@ def io_names(n_layers: int) -> tuple[list[str], list[str]]:
 
 
 def export_fp32(model: Llama, path: Path) -> Path:
-    """Trace with a 1-token past so every axis is seen as dynamic, not constant-folded."""
+    """Trace with rows of different lengths so every axis is seen as dynamic, not constant-folded."""
     c = model.cfg
-    B, S, P = 2, 3, 1
+    B, S, C = 2, 3, 8
+    lengths = torch.tensor([1, 2])  # tokens already cached per row
     ids = torch.randint(0, c.vocab_size, (B, S))
-    pos = torch.arange(P, P + S).unsqueeze(0).repeat(B, 1)
-    mask = torch.ones(B, P + S, dtype=torch.long)
-    past = [torch.zeros(B, c.n_kv_heads, P, c.head_dim) for _ in range(2 * c.n_layers)]
+    pos = lengths.unsqueeze(1) + torch.arange(S)
+    seqlens_k = (lengths + S - 1).to(torch.int32)
+    total = (lengths.max() + S).to(torch.int32)
+    past = [torch.zeros(B, c.n_kv_heads, C, c.head_dim) for _ in range(2 * c.n_layers)]
     ins, outs = io_names(c.n_layers)
     axes = {"input_ids": {0: "batch", 1: "seq"}, "position_ids": {0: "batch", 1: "seq"},
-            "attention_mask": {0: "batch", 1: "total"}, "logits": {0: "batch"}}
-    for n in ins[3:]:
-        axes[n] = {0: "batch", 2: "past"}
-    for n in outs[1:]:
-        axes[n] = {0: "batch", 2: "total"}
+            "seqlens_k": {0: "batch"}, "logits": {0: "batch"}}
+    for n in ins[4:] + outs[1:]:
+        axes[n] = {0: "batch", 2: "capacity"}
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (ids, pos, mask, *past), str(path), input_names=ins, output_names=outs,
+        torch.onnx.export(_Serving(model), (ids, pos, seqlens_k, total, *past), str(path), input_names=ins, output_names=outs,
                           dynamic_axes=axes, opset_version=OPSET, dynamo=False, do_constant_folding=True)
     return path
 

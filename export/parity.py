@@ -38,7 +38,7 @@ def greedy_torch(hf_model, ids: list[int], n: int) -> list[int]:
 
 
 def greedy_onnx(lm, ids: list[int], n: int) -> list[int]:
-    logits, kv = lm.forward(np.array([ids]), lm.empty())
+    logits, kv = lm.forward(np.array([ids]), lm.empty(capacity=len(ids) + n))
     out = []
     for _ in range(n):
         out.append(int(logits[0].argmax()))

@@ -60,7 +60,7 @@ def _run_onnx(prefill: Path, decode: Path, ids: list[int], reps: int) -> dict:
     out = {"prefill": [], "decode": [], "ttft": [], "line": []}
     for _ in range(reps + 1):
         t0 = time.perf_counter()
-        logits, kv = lm.forward(np.array([ids]), lm.empty())
+        logits, kv = lm.forward(np.array([ids]), lm.empty(capacity=len(ids) + N_NEW))
         t1 = time.perf_counter()
         tok = int(logits[0].argmax())
         for _ in range(N_NEW - 1):

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FORMAT_VERSION = 1
+#: 2: the language model writes its KV cache in place (GroupQueryAttention; see export/llama.py).
+FORMAT_VERSION = 2
 
 
 class BundleError(RuntimeError):

@@ -94,10 +94,6 @@ class PersonaCache:
         self._items: OrderedDict[str, tuple[KV, list[int]]] = OrderedDict()
         self.hits = self.misses = 0
 
-    @staticmethod
-    def _size(kv: KV) -> int:
-        return sum(a.nbytes for a in kv.keys) + sum(a.nbytes for a in kv.values)
-
     def get(self, key: str) -> tuple[KV, list[int]] | None:
         item = self._items.get(key)
         if item is None:
@@ -110,7 +106,7 @@ class PersonaCache:
     def put(self, key: str, kv: KV, ids: list[int]) -> None:
         self._items[key] = (kv, ids)
         self._items.move_to_end(key)
-        while len(self._items) > 1 and sum(self._size(v[0]) for v in self._items.values()) > self.max_bytes:
+        while len(self._items) > 1 and sum(v[0].nbytes for v in self._items.values()) > self.max_bytes:
             self._items.popitem(last=False)
 
     def __len__(self) -> int:
@@ -168,13 +164,14 @@ class Engine:
 
     # --- prompt + prefill ----------------------------------------------------
     def persona(self, c: Character) -> tuple[KV, list[int]]:
-        """The persona prefix's KV cache and token ids (cache hits and misses are counted there)."""
+        """The persona prefix's KV cache and token ids (cache hits and misses are counted there).
+        The cached KV is shared: copy it before running anything on top of it."""
         key = f"{self.bundle.bundle_id}:{c.sheet_hash()}"
         hit = self.persona_cache.get(key)
         if hit is not None:
             return hit
         ids = self.prompts.persona_ids(c)
-        _, kv = self.lm.forward(np.array([ids], np.int64), self.lm.empty())
+        _, kv = self.lm.forward(np.array([ids], np.int64), self.lm.empty(capacity=len(ids)))
         self.persona_cache.put(key, kv, ids)
         return kv, ids
 
@@ -188,10 +185,13 @@ class Engine:
             raise PromptError(f"prompt is {len(persona_ids) + len(turn)} tokens; the limit is "
                               f"{LIMITS.max_prompt_tokens}: shorten the sheet or the history")
         t1 = time.perf_counter()
+        opts = req.options or self.defaults
+        # A private copy with room for the whole line, so decoding never re-allocates.
+        kv = kv.copy(capacity=len(persona_ids) + len(turn) + opts.max_tokens + 1)
         logits, kv = self.lm.forward(np.array([turn], np.int64), kv)
         seed = req.seed if req.seed is not None else int.from_bytes(os.urandom(4), "little")
         c = req.character
-        sampler = LineSampler(self.texts, req.options or self.defaults, seed, c.emotions,
+        sampler = LineSampler(self.texts, opts, seed, c.emotions,
                               catchphrase_token_ids(self.tokenizer, c.catchphrases),
                               list(c.banned_words) + self.guard_words(c))
         first = sampler.next_token(logits[0])
@@ -223,6 +223,7 @@ class Engine:
         if not live:
             return
         if self.deterministic or len(live) == 1:
+            self._batch = None  # rows advance on their own: a remembered batch is stale
             for s in live:
                 logits, s.kv = self.lm.forward(np.array([[s.last_token]], np.int64), s.kv, decode=True)
                 s.last_token = s.sampler.next_token(logits[0])
@@ -231,12 +232,12 @@ class Engine:
         if self._batch is not None and self._batch[0] == members:
             kv = self._batch[1]  # same NPCs as last step: their cache is already one batch
         else:
-            kv = KV.stack([s.kv for s in live])  # someone joined or left: re-pack once
+            kv = KV.stack([s.kv for s in live])  # someone joined or left: copy into one batch once
         ids = np.array([[s.last_token] for s in live], np.int64)
         logits, kv = self.lm.forward(ids, kv, decode=True)
         self._batch = (members, kv)
         for b, s in enumerate(live):
-            s.kv = kv.row(b)  # views: free, and what a re-pack starts from
+            s.kv = kv.row(b)  # a view on the batch buffers: free, and what a re-pack copies from
             s.last_token = s.sampler.next_token(logits[b])
 
     def finish(self, slot: Slot) -> Reply:

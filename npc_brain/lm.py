@@ -2,14 +2,14 @@
 
 A bundle may hold two graphs of the same model: one quantized for prompt
 prefill (many tokens: int8 GEMMs are fastest) and one for the one-token decode
-steps (bandwidth-bound: int4 weights are fastest). Both take and return the
-same KV layout, so a cache made by one feeds the other. The manifest says which
-file serves which phase; with one file, it serves both.
+steps (bandwidth-bound: int4 weights are fastest). Both use the same KV layout,
+so a cache filled by one feeds the other. The manifest says which file serves
+which phase; with one file, it serves both.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,46 +31,84 @@ def default_providers() -> list[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"] if "CUDAExecutionProvider" in avail else ["CPUExecutionProvider"]
 
 
+#: Cache buffers grow in steps of this many positions (a re-allocation copies the cache).
+CHUNK = 64
+
+
+def _round_up(n: int) -> int:
+    return max(CHUNK, -(-n // CHUNK) * CHUNK)
+
+
 @dataclass
 class KV:
-    """Per-layer keys and values for B rows: lists of (B, Hkv, T, D) arrays, plus the
-    (B, T) mask that marks left padding. Rows are independent conversations."""
+    """Per-layer key and value buffers for B rows, each (B, Hkv, capacity, D), and how many
+    positions of each row are filled. The graph writes new tokens into these buffers in
+    place (they are bound as both its past and its present), so a step never copies the
+    cache. Rows are independent conversations and may have any lengths."""
 
     keys: list[np.ndarray]
     values: list[np.ndarray]
-    mask: np.ndarray
-
-    @property
-    def length(self) -> int:
-        return self.mask.shape[1]
+    lengths: np.ndarray  # (B,) int64
+    _bound: list[ort.OrtValue] | None = field(default=None, repr=False, compare=False)
 
     @property
     def batch(self) -> int:
-        return self.mask.shape[0]
+        return len(self.lengths)
+
+    @property
+    def capacity(self) -> int:
+        return self.keys[0].shape[2]
+
+    @property
+    def length(self) -> int:
+        """The longest row's length."""
+        return int(self.lengths.max()) if len(self.lengths) else 0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.keys) + sum(a.nbytes for a in self.values)
 
     def row(self, b: int) -> "KV":
-        """One row, with its left padding trimmed (views where possible)."""
-        pad = int(np.argmax(self.mask[b] > 0)) if self.mask[b].any() else self.length
-        return KV([k[b:b + 1, :, pad:] for k in self.keys], [v[b:b + 1, :, pad:] for v in self.values],
-                  self.mask[b:b + 1, pad:])
+        """Row b as a view on the same buffers (a row slice of a C-ordered array stays
+        contiguous, so the graph can write into it directly)."""
+        return KV([k[b:b + 1] for k in self.keys], [v[b:b + 1] for v in self.values], self.lengths[b:b + 1].copy())
+
+    def copy(self, capacity: int | None = None) -> "KV":
+        """A private copy with room for `capacity` positions (default: just the filled ones)."""
+        return KV.stack([self], capacity or max(self.length, 1))
 
     @staticmethod
-    def stack(rows: list["KV"]) -> "KV":
-        """Left-pad single rows to a common length and stack them into one batch."""
-        if len(rows) == 1:
-            return rows[0]
-        T = max(r.length for r in rows)
-        n = len(rows[0].keys)
+    def stack(rows: list["KV"], capacity: int | None = None) -> "KV":
+        """Copy the filled part of every row into one new batch (done when the batch changes);
+        the batch keeps the largest row's room unless `capacity` says otherwise."""
+        lengths = np.concatenate([r.lengths for r in rows]).astype(np.int64)
+        cap = max(capacity or max(r.capacity for r in rows), int(lengths.max()))
+        first = rows[0].keys[0]
+        shape = (len(lengths), first.shape[1], cap, first.shape[3])
 
-        def pad(a: np.ndarray) -> np.ndarray:
-            extra = T - a.shape[2]
-            return a if extra == 0 else np.concatenate(
-                [np.zeros((a.shape[0], a.shape[1], extra, a.shape[3]), a.dtype), a], axis=2)
+        def gather(arrays_per_row: list[np.ndarray], lens: list[np.ndarray]) -> np.ndarray:
+            out = np.zeros(shape, np.float32)
+            b = 0
+            for a, n in zip(arrays_per_row, lens):
+                for j, t in enumerate(n):
+                    out[b, :, :t] = a[j, :, :t]
+                    b += 1
+            return out
 
-        keys = [np.concatenate([pad(r.keys[i]) for r in rows]) for i in range(n)]
-        values = [np.concatenate([pad(r.values[i]) for r in rows]) for i in range(n)]
-        mask = np.concatenate([np.pad(r.mask, ((0, 0), (T - r.length, 0))) for r in rows])
-        return KV(keys, values, mask)
+        lens = [r.lengths for r in rows]
+        n_layers = len(rows[0].keys)
+        keys = [gather([r.keys[i] for r in rows], lens) for i in range(n_layers)]
+        values = [gather([r.values[i] for r in rows], lens) for i in range(n_layers)]
+        return KV(keys, values, lengths)
+
+    def bound(self) -> list[ort.OrtValue]:
+        """The buffers wrapped for ONNX Runtime (no copy; kept while the buffers live)."""
+        if self._bound is None:
+            for a in self.keys + self.values:
+                if not a.flags.c_contiguous:  # a copy would silently drop the graph's writes
+                    raise ValueError("KV buffers must be C-contiguous")
+            self._bound = [ort.OrtValue.ortvalue_from_numpy(a) for pair in zip(self.keys, self.values) for a in pair]
+        return self._bound
 
 
 class LanguageModel:
@@ -79,30 +117,45 @@ class LanguageModel:
         self.prefill_session = make_session(prefill_path, threads, providers)
         same = decode_path is None or Path(decode_path) == Path(prefill_path)
         self.decode_session = self.prefill_session if same else make_session(decode_path, threads, providers)
-        names = [i.name for i in self.prefill_session.get_inputs()]
-        self.n_layers = sum(n.startswith("past_key_") for n in names)
-        shape = self.prefill_session.get_inputs()[3].shape  # (B, Hkv, P, D)
+        inputs = {i.name: i for i in self.prefill_session.get_inputs()}
+        if "seqlens_k" not in inputs:
+            raise ValueError(f"{prefill_path} is an older graph without an in-place KV cache; "
+                             "rebuild the bundle with `npc-brain build --force`")
+        self.n_layers = sum(n.startswith("past_key_") for n in inputs)
+        shape = inputs["past_key_0"].shape  # (B, Hkv, capacity, D)
         self.n_kv_heads, self.head_dim = int(shape[1]), int(shape[3])
         self.vocab_size = int(self.prefill_session.get_outputs()[0].shape[-1])
 
-    def empty(self, batch: int = 1) -> KV:
-        z = np.zeros((batch, self.n_kv_heads, 0, self.head_dim), np.float32)
-        return KV([z] * self.n_layers, [z] * self.n_layers, np.zeros((batch, 0), np.int64))
+    def empty(self, batch: int = 1, capacity: int = CHUNK) -> KV:
+        def z() -> np.ndarray:
+            return np.zeros((batch, self.n_kv_heads, capacity, self.head_dim), np.float32)
 
-    def forward(self, ids: np.ndarray, kv: KV, new_mask: np.ndarray | None = None, decode: bool = False
-                ) -> tuple[np.ndarray, KV]:
-        """Run new tokens `ids` (B, S) on top of `kv`; returns last-position logits (B, V)
-        and the grown cache. `new_mask` (B, S) marks left padding among the new tokens."""
+        return KV([z() for _ in range(self.n_layers)], [z() for _ in range(self.n_layers)], np.zeros(batch, np.int64))
+
+    def forward(self, ids: np.ndarray, kv: KV, decode: bool = False) -> tuple[np.ndarray, KV]:
+        """Run new tokens `ids` (B, S) on top of `kv`, writing their keys and values into it;
+        returns last-position logits (B, V) and `kv` (grown: a new object if it ran out of room).
+        With S > 1 all rows must have the same length (prefill runs one row at a time)."""
         B, S = ids.shape
-        new_mask = np.ones((B, S), np.int64) if new_mask is None else new_mask.astype(np.int64)
-        mask = np.concatenate([kv.mask, new_mask], axis=1)
-        # Positions count only real tokens, so a padded row sees the same positions as alone.
-        pos = (np.cumsum(mask, axis=1) - 1)[:, kv.length:].clip(min=0)
-        feed: dict[str, np.ndarray] = {"input_ids": ids.astype(np.int64), "position_ids": pos.astype(np.int64),
-                                       "attention_mask": mask}
-        for i in range(self.n_layers):
-            feed[f"past_key_{i}"] = kv.keys[i]
-            feed[f"past_value_{i}"] = kv.values[i]
+        if B != kv.batch:
+            raise ValueError(f"{B} rows of tokens for a cache of {kv.batch} rows")
+        if S > 1 and B > 1 and len(set(kv.lengths.tolist())) > 1:
+            raise ValueError("multi-token steps need rows of equal length")
+        total = kv.length + S
+        if total > kv.capacity:
+            kv = kv.copy(_round_up(total + CHUNK))
         session = self.decode_session if decode else self.prefill_session
-        out = session.run(None, feed)
-        return out[0], KV(out[1::2], out[2::2], mask)
+        io = session.io_binding()
+        io.bind_cpu_input("input_ids", np.ascontiguousarray(ids, np.int64))
+        io.bind_cpu_input("position_ids", kv.lengths[:, None] + np.arange(S, dtype=np.int64))
+        io.bind_cpu_input("seqlens_k", (kv.lengths + S - 1).astype(np.int32))
+        io.bind_cpu_input("total_sequence_length", np.array(total, np.int32))
+        io.bind_output("logits", "cpu")  # first, so it is get_outputs()[0]
+        buffers = kv.bound()
+        for i in range(self.n_layers):
+            for j, name in enumerate(("key", "value")):
+                io.bind_ortvalue_input(f"past_{name}_{i}", buffers[2 * i + j])
+                io.bind_ortvalue_output(f"present_{name}_{i}", buffers[2 * i + j])
+        session.run_with_iobinding(io)
+        kv.lengths += S
+        return io.get_outputs()[0].numpy(), kv

@@ -46,11 +46,11 @@ def test_fp32_onnx_greedy_equals_pytorch_token_for_token(hf_and_tok, fp32_lm):
 
 
 def test_bundle_manifest_is_complete(bundle_dir):
-    from npc_brain.bundle import Bundle
+    from npc_brain.bundle import FORMAT_VERSION, Bundle
 
     b = Bundle.open(bundle_dir)
     m = b.manifest
-    assert m["format_version"] == 1 and m["prompt_template"]
+    assert m["format_version"] == FORMAT_VERSION and m["prompt_template"]
     assert m["provenance"]["base_model"]["sha256"] and m["provenance"]["build_key"]
     assert set(m["lm"]) == {"prefill", "decode"}
     assert all(len(h) == 64 for h in m["components"].values())
