@@ -11,6 +11,7 @@ an utterance), repeated `--reps` times; we report the median and the spread
 * ``onnx-int4``  int4 MatMulNBits for both phases
 * ``bundle``     what we ship: int8 prefill + int4 decode
 * ``llama.cpp``  llama-cpp-python on the original Q4_1 GGUF (when installed)
+* ``batched``    the bundle's decode graph stepping 1-16 conversations at once
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ def bench_prompt_ids(bundle: Path) -> list[int]:
 
 
 def _rss_mb() -> float:
+    """This process's peak RSS. VmHWM, not getrusage: ru_maxrss survives exec, so a variant
+    would inherit the parent's peak (which exported the graphs with torch loaded)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -124,6 +130,37 @@ def _run_llamacpp(ids: list[int], reps: int) -> dict:
     return {k: v[1:] for k, v in out.items()}
 
 
+BATCHES = (1, 2, 4, 8, 16)
+
+
+def _run_batched(bundle: Path, ids: list[int], reps: int) -> dict:
+    """Aggregate decode tokens/s when B conversations of different lengths share each step
+    (what the daemon's continuous batching does), on the bundle's decode graph."""
+    from npc_brain.bundle import Bundle
+    from npc_brain.lm import KV, LanguageModel
+
+    b = Bundle.open(bundle)
+    lm = LanguageModel(b.lm_path("prefill"), b.lm_path("decode"), threads=2)
+    rows = []
+    for r in range(max(BATCHES)):  # rows 0..15 tokens shorter than the bench prompt: all lengths differ
+        prompt = ids[: len(ids) - r]
+        logits, kv = lm.forward(np.array([prompt]), lm.empty(capacity=len(prompt) + N_NEW))
+        rows.append((int(logits[0].argmax()), kv))
+    out: dict = {}
+    for B in BATCHES:
+        rates = []
+        for _ in range(reps + 1):
+            kv = KV.stack([kv for _, kv in rows[:B]])
+            toks = np.array([[t] for t, _ in rows[:B]])
+            t0 = time.perf_counter()
+            for _ in range(N_NEW - 1):
+                logits, kv = lm.forward(toks, kv, decode=True)
+                toks = logits.argmax(-1)[:, None]
+            rates.append(B * (N_NEW - 1) / (time.perf_counter() - t0))
+        out[str(B)] = rates[1:]
+    return out
+
+
 def ensure_variant_graphs(bundle: Path) -> None:
     """The fp32 and single-precision graphs are bench-only, cached in build/bench and rebuilt
     whenever the bundle was built from another recipe (its manifest's build key)."""
@@ -148,6 +185,8 @@ def run_variant(name: str, bundle: Path, reps: int) -> dict:
         r = _run_torch(ids, reps)
     elif name == "llama.cpp":
         r = _run_llamacpp(ids, reps)
+    elif name == "batched":
+        r = _run_batched(bundle, ids, reps)
     elif name == "bundle":
         from npc_brain.bundle import Bundle
 
@@ -179,7 +218,7 @@ def variant_main(argv: list[str] | None = None) -> int:
 def main(a: argparse.Namespace) -> int:
     bundle = Path(a.bundle)
     ensure_variant_graphs(bundle)
-    variants = ([] if a.skip_torch else ["torch"]) + ["onnx-fp32", "onnx-int8", "onnx-int4", "bundle"]
+    variants = ([] if a.skip_torch else ["torch"]) + ["onnx-fp32", "onnx-int8", "onnx-int4", "bundle", "batched"]
     try:
         import llama_cpp  # noqa: F401
 
@@ -195,9 +234,14 @@ def main(a: argparse.Namespace) -> int:
             print(f"bench: {v} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
             continue
         results[v] = json.loads(proc.stdout.strip().splitlines()[-1])
+    batched = results.pop("batched", None)
     table = render(results, a.reps)
     print(table)
     write_section(Path(a.out), "bench", table)
+    if batched:
+        table = render_batched(batched, a.reps)
+        print(table)
+        write_section(Path(a.out), "bench-batched", table)
     return 0
 
 
@@ -215,6 +259,18 @@ def render(results: dict, reps: int) -> str:
         rl = f"{statistics.median(ref['line']) * 1000 / ln[0]:.2f}x faster" if ref else "n/a"
         rows.append(f"| {name} | {pf[0]:.0f} ({pf[1]:.0f}-{pf[2]:.0f}) | {tt[0]:.0f} | {dc[0]:.1f} ({dc[1]:.1f}-{dc[2]:.1f}) "
                     f"| {ln[0]:.0f} ({ln[1]:.0f}-{ln[2]:.0f}) | {r['rss_mb']:.0f} | {rd} | {rl} |")
+    return head + "\n".join(rows) + "\n"
+
+
+def render_batched(r: dict, reps: int) -> str:
+    head = (f"Batched decode, {date.today()}, `npc-brain bench --reps {reps}` (2 threads): B conversations of "
+            f"different lengths ({r['prompt_tokens'] - max(BATCHES) + 1}-{r['prompt_tokens']} tokens) decode "
+            f"{N_NEW - 1} greedy steps together on the bundle's decode graph; aggregate tokens/s, median (min-max).\n\n")
+    one = statistics.median(r["1"])
+    rows = ["| conversations | tokens/s (all rows) | vs 1 conversation |", "|---|---|---|"]
+    for B in BATCHES:
+        med, lo, hi = _stat(r[str(B)])
+        rows.append(f"| {B} | {med:.1f} ({lo:.1f}-{hi:.1f}) | {med / one:.2f}x |")
     return head + "\n".join(rows) + "\n"
 
 
