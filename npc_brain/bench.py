@@ -135,12 +135,14 @@ BATCHES = (1, 2, 4, 8, 16)
 
 def _run_batched(bundle: Path, ids: list[int], reps: int) -> dict:
     """Aggregate decode tokens/s when B conversations of different lengths share each step
-    (what the daemon's continuous batching does), on the bundle's decode graph."""
+    (what the daemon's continuous batching does), on each of the bundle's graphs: this is
+    what `lm.WIDE_DECODE` (the row count from which decode uses the prefill graph) rests on."""
     from npc_brain.bundle import Bundle
     from npc_brain.lm import KV, LanguageModel
 
     b = Bundle.open(bundle)
     lm = LanguageModel(b.lm_path("prefill"), b.lm_path("decode"), threads=2)
+    graphs = {"decode": lm.decode_session, "prefill": lm.prefill_session}
     rows = []
     for r in range(max(BATCHES)):  # rows 0..15 tokens shorter than the bench prompt: all lengths differ
         prompt = ids[: len(ids) - r]
@@ -148,16 +150,18 @@ def _run_batched(bundle: Path, ids: list[int], reps: int) -> dict:
         rows.append((int(logits[0].argmax()), kv))
     out: dict = {}
     for B in BATCHES:
-        rates = []
-        for _ in range(reps + 1):
-            kv = KV.stack([kv for _, kv in rows[:B]])
-            toks = np.array([[t] for t, _ in rows[:B]])
-            t0 = time.perf_counter()
-            for _ in range(N_NEW - 1):
-                logits, kv = lm.forward(toks, kv, decode=True)
-                toks = logits.argmax(-1)[:, None]
-            rates.append(B * (N_NEW - 1) / (time.perf_counter() - t0))
-        out[str(B)] = rates[1:]
+        for name, session in graphs.items():
+            lm.decode_session = lm.prefill_session = session
+            rates = []
+            for _ in range(reps + 1):
+                kv = KV.stack([kv for _, kv in rows[:B]])
+                toks = np.array([[t] for t, _ in rows[:B]])
+                t0 = time.perf_counter()
+                for _ in range(N_NEW - 1):
+                    logits, kv = lm.forward(toks, kv, decode=True)
+                    toks = logits.argmax(-1)[:, None]
+                rates.append(B * (N_NEW - 1) / (time.perf_counter() - t0))
+            out[f"{name}:{B}"] = rates[1:]
     return out
 
 
@@ -263,14 +267,19 @@ def render(results: dict, reps: int) -> str:
 
 
 def render_batched(r: dict, reps: int) -> str:
+    from npc_brain.lm import WIDE_DECODE
+
     head = (f"Batched decode, {date.today()}, `npc-brain bench --reps {reps}` (2 threads): B conversations of "
             f"different lengths ({r['prompt_tokens'] - max(BATCHES) + 1}-{r['prompt_tokens']} tokens) decode "
-            f"{N_NEW - 1} greedy steps together on the bundle's decode graph; aggregate tokens/s, median (min-max).\n\n")
-    one = statistics.median(r["1"])
-    rows = ["| conversations | tokens/s (all rows) | vs 1 conversation |", "|---|---|---|"]
+            f"{N_NEW - 1} greedy steps together; aggregate tokens/s over all rows, median (min-max), on the bundle's "
+            f"decode graph (int4) and its prefill graph (int8). The runtime uses the int8 graph from {WIDE_DECODE} "
+            "rows on; the last column is what it gets, as a ratio to one conversation.\n\n")
+    one = statistics.median(r["decode:1"])
+    rows = ["| conversations | int4 decode graph | int8 prefill graph | runtime vs 1 conversation |", "|---|---|---|---|"]
     for B in BATCHES:
-        med, lo, hi = _stat(r[str(B)])
-        rows.append(f"| {B} | {med:.1f} ({lo:.1f}-{hi:.1f}) | {med / one:.2f}x |")
+        a, b = _stat(r[f"decode:{B}"]), _stat(r[f"prefill:{B}"])
+        used = b if B >= WIDE_DECODE else a
+        rows.append(f"| {B} | {a[0]:.1f} ({a[1]:.1f}-{a[2]:.1f}) | {b[0]:.1f} ({b[1]:.1f}-{b[2]:.1f}) | {used[0] / one:.2f}x |")
     return head + "\n".join(rows) + "\n"
 
 

@@ -4,7 +4,9 @@ A bundle may hold two graphs of the same model: one quantized for prompt
 prefill (many tokens: int8 GEMMs are fastest) and one for the one-token decode
 steps (bandwidth-bound: int4 weights are fastest). Both use the same KV layout,
 so a cache filled by one feeds the other. The manifest says which file serves
-which phase; with one file, it serves both.
+which phase; with one file, it serves both. A decode step over many rows at
+once is a small GEMM again, not a bandwidth-bound GEMV, so from `WIDE_DECODE`
+rows on it runs on the prefill graph (`npc-brain bench` measures both).
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ def default_providers() -> list[str]:
     avail = ort.get_available_providers()
     return ["CUDAExecutionProvider", "CPUExecutionProvider"] if "CUDAExecutionProvider" in avail else ["CPUExecutionProvider"]
 
+
+#: Decode steps with at least this many rows use the prefill (int8) graph.
+WIDE_DECODE = 4
 
 #: Cache buffers grow in steps of this many positions (a re-allocation copies the cache).
 CHUNK = 64
@@ -113,7 +118,8 @@ class KV:
 
 class LanguageModel:
     def __init__(self, prefill_path: Path, decode_path: Path | None = None, threads: int = 2,
-                 providers: list[str] | None = None):
+                 providers: list[str] | None = None, wide_decode: int = WIDE_DECODE):
+        self.wide_decode = wide_decode
         self.prefill_session = make_session(prefill_path, threads, providers)
         same = decode_path is None or Path(decode_path) == Path(prefill_path)
         self.decode_session = self.prefill_session if same else make_session(decode_path, threads, providers)
@@ -144,7 +150,7 @@ class LanguageModel:
         total = kv.length + S
         if total > kv.capacity:
             kv = kv.copy(_round_up(total + CHUNK))
-        session = self.decode_session if decode else self.prefill_session
+        session = self.decode_session if decode and B < self.wide_decode else self.prefill_session
         io = session.io_binding()
         io.bind_cpu_input("input_ids", np.ascontiguousarray(ids, np.int64))
         io.bind_cpu_input("position_ids", kv.lengths[:, None] + np.arange(S, dtype=np.int64))
