@@ -186,15 +186,22 @@ class Engine:
                               f"{LIMITS.max_prompt_tokens}: shorten the sheet or the history")
         t1 = time.perf_counter()
         opts = req.options or self.defaults
-        # A private copy with room for the whole line, so decoding never re-allocates.
-        kv = kv.copy(capacity=len(persona_ids) + len(turn) + opts.max_tokens + 1)
-        logits, kv = self.lm.forward(np.array([turn], np.int64), kv)
+        # A private copy with room for the whole line (and its emotion tag), so decoding never re-allocates.
+        kv = kv.copy(capacity=len(persona_ids) + len(turn) + opts.max_tokens + 16)
         seed = req.seed if req.seed is not None else int.from_bytes(os.urandom(4), "little")
         c = req.character
         sampler = LineSampler(self.texts, opts, seed, c.emotions,
                               catchphrase_token_ids(self.tokenizer, c.catchphrases),
                               list(c.banned_words) + self.guard_words(c))
+        # The emotion tag's tokens that have no alternative ("[", the rest of a mood word once its
+        # first piece is drawn) ride along with a forward pass that runs anyway, instead of costing
+        # one decode step each: the first spoken word arrives two or three steps sooner.
+        logits, kv = self.lm.forward(np.array([turn + sampler.forced_tokens()], np.int64), kv)
         first = sampler.next_token(logits[0])
+        tail = sampler.forced_tokens()
+        if tail:
+            logits, kv = self.lm.forward(np.array([[first] + tail], np.int64), kv)
+            first = sampler.next_token(logits[0])
         t2 = time.perf_counter()
         slot = Slot(req, seed, sampler, kv, first, len(persona_ids) + len(turn), t_start=t0)
         slot.timings = {"persona_ms": (t1 - t0) * 1000, "prefill_ms": (t2 - t1) * 1000, "first_token_ms": (t2 - t0) * 1000}

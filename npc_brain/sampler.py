@@ -124,6 +124,14 @@ class LineSampler:
         self.generated.append(tid)
         return tid
 
+    def forced_tokens(self) -> list[int]:
+        """The emotion-tag tokens that have no alternative from here on (consumed: the caller
+        must feed them to the model). Empty once the tag is complete or while a choice is open."""
+        out: list[int] = []
+        while self.trie is not None and None not in self.trie and len(self.trie) == 1:
+            out.append(self._emotion_step(np.zeros(0)))  # a single child: logits are not read
+        return out
+
     # --- internals -------------------------------------------------------------
     def _tail(self) -> str:
         return self.text[-64:]

@@ -91,6 +91,28 @@ def test_emotion_is_drawn_only_from_the_sheet_enum(texts):
         assert s.emotion in emotions
 
 
+def test_forced_emotion_tokens_spell_the_same_tag_as_stepping(texts):
+    """Jump-forward over the tag's no-choice tokens must give the very tokens (and mood) that
+    stepping one token at a time gives, and must never take a choice away from the model."""
+    V = len(texts.texts)
+    emotions = ["angry", "anxious", "weary"]
+    for seed in range(6):
+        logits = np.random.default_rng(seed).normal(size=(8, V)) * 5
+        stepped = LineSampler(texts, GenerationOptions(temperature=1.0), seed, emotions)
+        ids = []
+        while stepped.trie is not None:
+            ids.append(stepped.next_token(logits[len(ids)]))
+        jumped = LineSampler(texts, GenerationOptions(temperature=1.0), seed, emotions)
+        got = []
+        while jumped.trie is not None:
+            forced = jumped.forced_tokens()
+            got += forced
+            if jumped.trie is not None:
+                assert len([k for k in jumped.trie if k is not None]) > 1  # a real choice is left
+                got.append(jumped.next_token(logits[len(got)]))
+        assert got == ids and jumped.emotion == stepped.emotion
+
+
 def test_top_k_one_is_greedy_and_top_p_keeps_the_head(texts):
     V = len(texts.texts)
     z = np.full(V, -30.0)  # the tail is negligible: p(1234) ~ 0.73, p(999) ~ 0.27
