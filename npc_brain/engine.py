@@ -30,7 +30,7 @@ from npc_brain.bundle import Bundle
 from npc_brain.character import Character
 from npc_brain.config import LIMITS, GenerationOptions
 from npc_brain.lines import clean_line
-from npc_brain.lm import KV, LanguageModel
+from npc_brain.lm import KV, KVPool, LanguageModel
 from npc_brain.prompt import PromptBuilder, PromptError, Turn, load_tokenizer
 from npc_brain.sampler import LineSampler, TokenTexts, catchphrase_token_ids, fourth_wall_guard
 
@@ -131,7 +131,8 @@ class Engine:
         self.persona_cache = PersonaCache(persona_cache_bytes)
         self._scene_reader = None
         self._guards: dict[str, list[str]] = {}
-        self._batch: tuple[tuple[int, ...], KV] | None = None  # (slot serials, their batched cache)
+        self._pool = KVPool()  # the caches of the slots that `step` is running
+        self._pooled: dict[int, Slot] = {}  # those slots, by serial
 
     def see(self, image: bytes, fmt: str = "auto", width: int | None = None, height: int | None = None,
             engine_tags: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -227,24 +228,27 @@ class Engine:
             if s.sampler.trie is None and self._should_stop(s, s.last_token):
                 s.done = True
         live = [s for s in live if not s.done]
+        # Every running slot's cache is a row of one pool, so a batch is a free view and a
+        # slot joining or leaving moves one row, not the whole batch.
+        by_serial = {s.serial: s for s in live}
+        for gone in [i for i in self._pool.ids if i not in by_serial]:
+            slot = self._pooled.pop(gone)
+            if not slot.done:  # paused, not finished (a caller stepping another set): keep its cache
+                slot.kv = slot.kv.copy(slot.kv.capacity)
+        self._pooled.update(by_serial)
+        kv, order = self._pool.place({s.serial: s.kv for s in live})
         if not live:
             return
-        if self.deterministic or len(live) == 1:
-            self._batch = None  # rows advance on their own: a remembered batch is stale
-            for s in live:
-                logits, s.kv = self.lm.forward(np.array([[s.last_token]], np.int64), s.kv, decode=True)
+        rows = [by_serial[i] for i in order]
+        for b, s in enumerate(rows):
+            s.kv = kv.row(b)  # views: a step on the row writes into the pool
+        if self.deterministic or len(rows) == 1:
+            for s in rows:
+                logits, _ = self.lm.forward(np.array([[s.last_token]], np.int64), s.kv, decode=True)
                 s.last_token = s.sampler.next_token(logits[0])
             return
-        members = tuple(s.serial for s in live)
-        if self._batch is not None and self._batch[0] == members:
-            kv = self._batch[1]  # same NPCs as last step: their cache is already one batch
-        else:
-            kv = KV.stack([s.kv for s in live])  # someone joined or left: copy into one batch once
-        ids = np.array([[s.last_token] for s in live], np.int64)
-        logits, kv = self.lm.forward(ids, kv, decode=True)
-        self._batch = (members, kv)
-        for b, s in enumerate(live):
-            s.kv = kv.row(b)  # a view on the batch buffers: free, and what a re-pack copies from
+        logits, _ = self.lm.forward(np.array([[s.last_token] for s in rows], np.int64), kv, decode=True)
+        for b, s in enumerate(rows):
             s.last_token = s.sampler.next_token(logits[b])
 
     def finish(self, slot: Slot) -> Reply:

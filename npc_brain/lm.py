@@ -73,10 +73,13 @@ class KV:
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.keys) + sum(a.nbytes for a in self.values)
 
+    def rows(self, start: int, stop: int) -> "KV":
+        """Rows start..stop-1 as a view on the same buffers and lengths (a slice along the
+        first axis of a C-ordered array stays contiguous, so the graph can write into it)."""
+        return KV([k[start:stop] for k in self.keys], [v[start:stop] for v in self.values], self.lengths[start:stop])
+
     def row(self, b: int) -> "KV":
-        """Row b as a view on the same buffers (a row slice of a C-ordered array stays
-        contiguous, so the graph can write into it directly)."""
-        return KV([k[b:b + 1] for k in self.keys], [v[b:b + 1] for v in self.values], self.lengths[b:b + 1].copy())
+        return self.rows(b, b + 1)
 
     def copy(self, capacity: int | None = None) -> "KV":
         """A private copy with room for `capacity` positions (default: just the filled ones)."""
@@ -165,3 +168,67 @@ class LanguageModel:
         session.run_with_iobinding(io)
         kv.lengths += S
         return io.get_outputs()[0].numpy(), kv
+
+
+class KVPool:
+    """The running batch's caches in one set of buffers, kept the way llama.cpp keeps its
+    slots: live rows are 0..n-1, so the batch is a prefix view (contiguous, free). A row
+    joining costs one copy of its own cache, a row leaving costs moving the last row into
+    its place; nothing else is copied, however often conversations join and leave."""
+
+    def __init__(self) -> None:
+        self.kv: KV | None = None
+        self.ids: list[int] = []  # row i holds the cache of ids[i]
+
+    def place(self, caches: dict[int, KV], room: int = 1) -> tuple[KV, list[int]]:
+        """Make the pool hold exactly these rows (id -> its single-row cache, read only when
+        the id is new) with `room` free positions in each; returns the batch view and the id
+        of each row, in row order."""
+        for gone in [i for i in self.ids if i not in caches]:
+            self._drop(self.ids.index(gone))
+        for new in [i for i in caches if i not in self.ids]:
+            self._add(new, caches[new])
+        if not self.ids:
+            self.kv = None  # idle: give the memory back
+            return KV([], [], np.zeros(0, np.int64)), []
+        n = len(self.ids)
+        if self.kv.rows(0, n).length + room > self.kv.capacity:
+            self._resize(self.kv.batch, _round_up(self.kv.capacity + room))
+        return self.kv.rows(0, n), list(self.ids)
+
+    def _drop(self, i: int) -> None:
+        last = len(self.ids) - 1
+        if i != last:
+            n = int(self.kv.lengths[last])
+            for a in self.kv.keys + self.kv.values:
+                a[i, :, :n] = a[last, :, :n]
+            self.kv.lengths[i] = n
+            self.ids[i] = self.ids[last]
+        self.ids.pop()
+
+    def _add(self, key: int, cache: KV) -> None:
+        n = len(self.ids)
+        if self.kv is None:
+            self.kv = KV([], [], np.zeros(0, np.int64))
+            self._resize(4, cache.capacity, like=cache)
+        elif n == self.kv.batch or cache.capacity > self.kv.capacity:  # grow (rare)
+            self._resize(self.kv.batch if n < self.kv.batch else 2 * n, max(cache.capacity, self.kv.capacity))
+        L = int(cache.lengths[0])
+        for dst, src in zip(self.kv.keys + self.kv.values, cache.keys + cache.values):
+            dst[n, :, :L] = src[0, :, :L]
+        self.kv.lengths[n] = L
+        self.ids.append(key)
+
+    def _resize(self, rows: int, capacity: int, like: KV | None = None) -> None:
+        """New buffers of (rows, capacity) holding the live rows."""
+        old, n = self.kv, len(self.ids)
+        first = (like or old).keys[0]
+        shape = (rows, first.shape[1], capacity, first.shape[3])
+        count = len((like or old).keys)
+        new = KV([np.zeros(shape, np.float32) for _ in range(count)],
+                 [np.zeros(shape, np.float32) for _ in range(count)], np.zeros(rows, np.int64))
+        if n:
+            for dst, src in zip(new.keys + new.values, old.keys + old.values):
+                dst[:n, :, :old.capacity] = src[:n]
+            new.lengths[:n] = old.lengths[:n]
+        self.kv = new

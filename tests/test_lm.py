@@ -64,3 +64,21 @@ def test_bad_shapes_are_refused(tiny):
     _, lm = tiny
     with pytest.raises(ValueError):
         lm.forward(np.array([[1], [2]]), lm.empty(batch=1))
+
+
+def test_pool_keeps_every_row_intact_while_rows_join_and_leave(tiny):
+    """Rows join, leave and are moved inside the pool; every row still decodes exactly as alone."""
+    from npc_brain.lm import KVPool
+
+    model, lm = tiny
+    prompts = {i: list(range(10 + i, 30 + 3 * i)) for i in range(6)}
+    caches = {i: lm.forward(np.array([p]), lm.empty(capacity=len(p) + 8))[1] for i, p in prompts.items()}
+    pool = KVPool()
+    for live in ([0, 1, 2], [0, 1, 2, 3, 4], [1, 3, 4], [1, 4, 5], [5]):
+        kv, order = pool.place({i: caches[i] for i in live})
+        assert sorted(order) == live
+        logits, _ = lm.forward(np.array([[7]] * len(order)), kv, decode=True)
+        for b, i in enumerate(order):
+            prompts[i].append(7)
+            caches[i] = kv.row(b)
+            assert np.abs(logits[b] - eager(model, prompts[i])).max() < 1e-4
