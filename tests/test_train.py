@@ -173,7 +173,7 @@ def test_behaviour_targets_are_clean_and_fact_answers_vary():
 
 def test_voice_reads_the_sheet_and_targets_carry_it():
     """Targets borrow the sheet's own words (address, interjections, sample lines, name, place), so
-    NPCs stop sharing one house style; fact answers never open with a catchphrase."""
+    NPCs stop sharing one house style; no line opens with the catchphrase."""
     import random
 
     from npc_brain.character import character_from_mapping
@@ -181,17 +181,18 @@ def test_voice_reads_the_sheet_and_targets_carry_it():
     from npc_brain.train.voice import voice_line, voice_of, with_article
 
     c = character_from_mapping({"name": "Old Meg Tallow", "role": "owner of the Tallow Inn", "setting": "Brindle, a river town",
-                                "speech_style": 'chatty, calls everyone "duck", says "lawks"',
+                                "speech_style": 'chatty, calls everyone "duck", says "lawks" and "mercy me"',
                                 "catchphrases": ["Lawks, what a day."],
                                 "examples": ["Gears and grease! Who left this here?", "Two eggs, one pie."]})
     v = voice_of(c)
     assert v.first == "Old Meg" and v.place == "Brindle" and v.role == "the owner of the Tallow Inn"
-    assert v.address == ["duck"] and "lawks" in v.interjections and "Gears and grease" in v.interjections
+    assert v.address == ["duck"] and "mercy me" in v.interjections and "Gears and grease" in v.interjections
+    assert "lawks" not in v.interjections  # the start of the catchphrase
     assert "Two eggs" not in v.interjections  # a line's content, not its voice
     assert with_article("blacksmith") == "a blacksmith" and with_article("apothecary") == "an apothecary"
     rng = random.Random(0)
     for _ in range(200):
-        line = voice_line(v, "The ferry leaves at noon.", rng, p_lead=1.0, fact=True)
+        line = voice_line(v, "The ferry leaves at noon.", rng, p_lead=1.0)
         assert "ferry leaves at noon" in line.lower() and not line.lower().startswith("lawks")
     suite, rng = E.load_suite(), random.Random(0)
     tot = hit = 0

@@ -88,14 +88,14 @@ def pick_emotion(c: Character, *wanted: str) -> str:
     return c.emotions[0]
 
 
-_FACT_LEADS = ["", "", "", "Well, ", "Listen. ", "Right. ", "Hm. ", "I'll tell you. ", "Everyone knows it: ",
+_FACT_LEADS = ["Well, ", "Listen. ", "Right. ", "Hm. ", "I'll tell you. ", "Everyone knows it: ",
                "Easy. ", "Ask anyone. ", "That I know. ", "Oh, that? ", "Heh. ", "Sure. ", "Since you ask, ",
                "Simple. ", "You don't know? ", "Ah. ", "Fair question. ", "Listen close. ", "Mm. ", "Right, so. "]
 _FACT_TAILS = ["", "", "", " That's the truth of it.", " Everyone knows that.", " Anything else?", " Remember that.",
                " Don't say I never told you.", " Now you know.", " Mind how you go.", " Took me years to learn that.",
                " Write it down if you must.", " Don't forget it.", " That's all there is to it.", " Ask around if you doubt me.",
                " Happy now?", " No charge for that one."]
-_FACT_FRAMES = ["{fact}", "{fact}", "{fact}", "{fact}", "{fact}", "{fact}", "They say {fl}", "Word is, {fl}", "Last I heard, {fl}",
+_FACT_FRAMES = ["{fact}", "{fact}", "{fact}", "{fact}", "They say {fl}", "Word is, {fl}", "Last I heard, {fl}",
                 "Everyone around here knows {fl}", "I can tell you that much: {fl}", "Truth is, {fl}",
                 "Way I hear it, {fl}", "Here's what I know. {fact}", "{fact} Always has been."]
 _FACT_ASKS = ["{q}", "{q}", "{q}", "Say, {ql}", "Quick question. {q}", "I was wondering... {ql}", "Tell me, {ql}",
@@ -123,10 +123,8 @@ def restate_fact(c: Character, fact: str, rng: random.Random) -> str:
     answering), or a line naming who or where it is."""
     frame = rng.choice(_FACT_FRAMES)
     body = frame.format(fact=fact, fl=_lower_first(fact))
-    if frame.startswith("{fact}") and rng.random() < 0.12:  # a few house leads, no longer the norm
-        lead = rng.choice(_FACT_LEADS)
-        body = lead + (_lower_first(body) if lead.endswith(", ") else body)
-    line = voice_line(voice_of(c), body, rng, p_lead=0.35, p_tail=0.5, fact=True)
+    leads = _FACT_LEADS if frame.startswith("{fact}") else None
+    line = voice_line(voice_of(c), body, rng, p_lead=0.55, p_tail=0.6, house_leads=leads)
     if rng.random() < 0.08:
         line += rng.choice(_FACT_TAILS)
     return line
@@ -265,7 +263,7 @@ def scene_example(s: Sheet, q: str, scene: dict[str, Any], rng: random.Random) -
     line = first
     if len(vals) > 1 and rng.random() < 0.4:
         line += " " + rng.choice(_SCENE_LINES[vals[1]])
-    line = voice_line(voice_of(s.character), line, rng, p_lead=0.3, p_tail=0.5)
+    line = voice_line(voice_of(s.character), line, rng, p_lead=0.35, p_tail=0.7)
     return Example(q, line, pick_emotion(s.character, *_SCENE_MOOD.get(vals[0], ("neutral",))), dict(scene), "scene")
 
 
@@ -375,8 +373,8 @@ def smalltalk_example(s: Sheet, prompt: str, rng: random.Random) -> Example:
                            f"{v.first}, {v.role}. Welcome to {v.place}.", f"I'm {v.first}. {v.role[:1].upper() + v.role[1:]}."])
         line = voice_line(v, line, rng, p_lead=0.3, p_tail=0.6)
     else:
-        pool = list(v.lines) + list(c.catchphrases)
-        line = rng.choice(pool) if pool else f"I'm {c.name}."
+        # the sheet's own lines, never the bare catchphrase (see voice.voice_of)
+        line = rng.choice(v.lines) if v.lines else f"I'm {c.name}, {v.role}."
         if rng.random() < 0.4:
             line = voice_line(v, line, rng, p_lead=0.5, p_tail=0.0)
     return Example(prompt, line, pick_emotion(c, "neutral", "happy"), kind="smalltalk")
@@ -414,7 +412,7 @@ def synth_examples(ss, suite: dict[str, Any], rng: random.Random) -> list[Exampl
         q = rng.choice(f.questions)
         q = rng.choice(_FACT_ASKS).format(q=q, ql=_lower_first(q))
         if rng.random() < 0.75:
-            a = voice_line(voice_of(c), rng.choice(f.answers), rng, p_lead=0.3, p_tail=0.45, fact=True)
+            a = voice_line(voice_of(c), rng.choice(f.answers), rng, p_lead=0.4, p_tail=0.5)
         else:
             a = restate_fact(c, f.fact, rng)
         ex.append(Example(q, a, pick_emotion(c, "neutral", "happy"), kind="fact"))

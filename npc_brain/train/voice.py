@@ -71,15 +71,10 @@ class Voice:
     catchphrases: list[str] = field(default_factory=list)
 
     # ------------------------------------------------------------- pieces
-    def lead(self, rng: random.Random, fact: bool = False) -> str:
-        """An opening in this NPC's words ("Consarn it, ", "Well, love, "), or ''. Before a fact
-        (``fact``), never the start of a catchphrase: the serving sampler favours catchphrase tokens,
-        and a catchphrase in front teaches the model to say it *instead of* the answer."""
+    def lead(self, rng: random.Random) -> str:
+        """An opening in this NPC's words ("Lawks, ", "Well, love, "), or ''."""
         opts = []
-        starts = tuple(c.lower()[:12] for c in self.catchphrases)
         for i in self.interjections:
-            if fact and any(st.startswith(i.lower()[:12]) or i.lower().startswith(st) for st in starts):
-                continue
             opts.append(f"{_cap(i)}, ")
             opts.append(f"{_cap(i)}! ")
         for a in self.address:
@@ -103,7 +98,10 @@ class Voice:
                   f"Ask anyone in {self.place}.", f"I've been {self.role} long enough to know.",
                   f"As sure as my name's {self.first}.", f"{_cap(self.role)} hears things.",
                   f"Not much gets past {self.first}.", f"Things are like that in {self.place}.",
-                  f"I'm {self.role}; I should know.", f"Welcome to {self.place}."]
+                  f"I'm {self.role}; I should know.", f"Welcome to {self.place}.",
+                  f"Never seen the like in {self.place}.", f"Stay close to {self.first}.",
+                  f"Not what {self.place} needs.", f"Mark what {self.first} says.",
+                  f"Every day in {self.place} is like this.", f"I didn't become {self.role} for this."]
         return rng.choice(frames)
 
     def tail(self, rng: random.Random, catch: bool = True) -> str:
@@ -137,13 +135,15 @@ def voice_of(c: Character) -> Voice:
         q = (m.group(1) or m.group(2) or "").strip(" .,!?")
         if q and q not in address and word_count(q) <= 4:
             inter.append(q)
-    # Openers of the sheet's own lines: any catchphrase head ("Consarn it!"), a sample line's head only
-    # when it is exclaimed ("Gears and springs! ...") - "Two eggs, ..." is content, not a voice.
-    heads = [(x, "[,!.]") for x in c.catchphrases] + [(x, "!") for x in list(c.examples) + [c.first_line or ""]]
-    for line, sep in heads:
-        head = re.split(sep, line, maxsplit=1)
+    # A sample line's opener when it is exclaimed ("Gears and springs! ...") - "Two eggs, ..." is content.
+    for line in list(c.examples) + [c.first_line or ""]:
+        head = re.split("!", line, maxsplit=1)
         if len(head) == 2 and 1 <= word_count(head[0]) <= 3 and head[0].strip().lower() not in ("i", "you", "no"):
             inter.append(head[0].strip())
+    # Never the start of a catchphrase: the serving sampler favours catchphrase tokens, and a line that
+    # opens with one teaches the model to say the catchphrase *instead of* an answer (round 3 did).
+    starts = [x.lower().strip(" .,!?") for x in c.catchphrases]
+    inter = [i for i in inter if not any(st.startswith(i.lower()[:10]) or i.lower().startswith(st[:10]) for st in starts)]
     dedup = lambda xs: list(dict.fromkeys(x for x in xs if x))  # noqa: E731
     lines = dedup([" ".join(x.split()) for x in list(c.examples) + ([c.first_line] if c.first_line else [])])
     return Voice(c.name, first, with_article(role), place, dedup(inter), dedup(address), lines,
@@ -151,11 +151,12 @@ def voice_of(c: Character) -> Voice:
 
 
 def voice_line(v: Voice, core: str, rng: random.Random, p_lead: float = 0.35, p_tail: float = 0.5,
-               catch: bool = True, max_words: int = 30, fact: bool = False) -> str:
-    """``core`` said by this NPC: sometimes an opening in its own words, sometimes a tail from its sheet."""
+               catch: bool = True, max_words: int = 30, house_leads: list[str] | None = None) -> str:
+    """``core`` said by this NPC: sometimes an opening in its own words (or, for a sheet that names
+    none, one of ``house_leads``), sometimes a tail from its sheet."""
     line = core
     if rng.random() < p_lead:
-        lead = v.lead(rng, fact)
+        lead = v.lead(rng) or (rng.choice(house_leads) if house_leads else "")
         if lead:
             if lead.endswith(", "):
                 if _lower_ok(line):
