@@ -12,13 +12,14 @@ and returns the logits of the *last* position only (B, V) plus the grown
 caches. That is the eager (PyTorch) form, used by training and as the parity
 reference.
 
-The serving graph (``forward_shared``) is the same maths with a cache that is
+The serving graph (``forward_shared``: ``input_ids``, ``seqlens_k``,
+``total_sequence_length`` and the caches) is the same maths with a cache that is
 never copied: each layer's keys and values live in one preallocated buffer
 (B, Hkv, capacity, D) per row, which the runtime binds as both ``past`` and
-``present``. ONNX Runtime's GroupQueryAttention writes the new tokens in place
-at each row's own length (``seqlens_k``), so a decode step costs the same
-however long the conversation is, and rows of different lengths batch without
-padding. One graph serves a cold prefill, a prefill on top of a cached persona
+``present``. ONNX Runtime's GroupQueryAttention rotates the new queries and keys
+to each row's own positions and writes them in place at that row's length
+(``seqlens_k``), so a step never copies the cache, and rows of different lengths
+batch without padding. One graph serves a cold prefill, a prefill on top of a cached persona
 prefix, and a batched one-token decode step across NPCs.
 """
 
@@ -62,6 +63,10 @@ class LlamaConfig:
         )
 
 
+#: Longest conversation the serving graph's rotary table covers (prompt + line, in tokens).
+MAX_POSITIONS = 4096
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -78,15 +83,18 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class GroupQueryAttention(torch.autograd.Function):
-    """ONNX Runtime's com.microsoft GroupQueryAttention with a shared past/present buffer.
+    """ONNX Runtime's com.microsoft GroupQueryAttention with a shared past/present buffer and
+    rotary embedding inside the op (positions follow from each row's length).
 
-    The forward here is a plain reference of the op's semantics (write the S new keys
-    of row b at positions seqlens_k[b] - S + 1 ..., attend causally up to them), used
-    while tracing and by the eager-vs-shared test; the ONNX graph gets the fused op.
+    The forward here is a plain reference of the op's semantics (rotate the S new queries
+    and keys of row b to positions seqlens_k[b] - S + 1 ..., write the keys and values
+    there, attend causally up to them), used while tracing and by the tests; the ONNX graph
+    gets the fused op, which replaces a dozen small reshape, slice and rotary nodes per layer.
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, past_k, past_v, seqlens_k, total_length, n_heads: int, n_kv_heads: int):
+    def forward(ctx, q, k, v, past_k, past_v, seqlens_k, total_length, cos_cache, sin_cache,
+                n_heads: int, n_kv_heads: int):
         B, S, _ = q.shape
         D = past_k.shape[-1]
         g = n_heads // n_kv_heads
@@ -95,11 +103,16 @@ class GroupQueryAttention(torch.autograd.Function):
         for b in range(B):
             end = int(seqlens_k[b]) + 1
             start = end - S
-            present_k[b, :, start:end] = k[b].view(S, n_kv_heads, D).transpose(0, 1)
+            cos = torch.cat([cos_cache[start:end]] * 2, -1)  # (S, D)
+            sin = torch.cat([sin_cache[start:end]] * 2, -1)
+            qb = q[b].view(S, n_heads, D).transpose(0, 1)  # (H, S, D)
+            kb = k[b].view(S, n_kv_heads, D).transpose(0, 1)
+            qb = qb * cos + rotate_half(qb) * sin
+            kb = kb * cos + rotate_half(kb) * sin
+            present_k[b, :, start:end] = kb
             present_v[b, :, start:end] = v[b].view(S, n_kv_heads, D).transpose(0, 1)
             keys = present_k[b, :, :end].repeat_interleave(g, 0)  # (H, end, D)
             vals = present_v[b, :, :end].repeat_interleave(g, 0)
-            qb = q[b].view(S, n_heads, D).transpose(0, 1)  # (H, S, D)
             att = qb @ keys.transpose(1, 2) / math.sqrt(D)
             future = torch.arange(end).unsqueeze(0) > (torch.arange(S) + start).unsqueeze(1)
             att = att.masked_fill(future, float("-inf")).softmax(-1)
@@ -107,9 +120,10 @@ class GroupQueryAttention(torch.autograd.Function):
         return out, present_k, present_v
 
     @staticmethod
-    def symbolic(g, q, k, v, past_k, past_v, seqlens_k, total_length, n_heads, n_kv_heads):
+    def symbolic(g, q, k, v, past_k, past_v, seqlens_k, total_length, cos_cache, sin_cache, n_heads, n_kv_heads):
         out, present_k, present_v = g.op("com.microsoft::GroupQueryAttention", q, k, v, past_k, past_v, seqlens_k,
-                                         total_length, num_heads_i=n_heads, kv_num_heads_i=n_kv_heads, outputs=3)
+                                         total_length, cos_cache, sin_cache, num_heads_i=n_heads,
+                                         kv_num_heads_i=n_kv_heads, do_rotary_i=1, rotary_interleaved_i=0, outputs=3)
         for value, like in ((out, q), (present_k, past_k), (present_v, past_v)):
             value.setType(like.type())  # the exporter cannot infer a contrib op's output types
         return out, present_k, present_v
@@ -126,21 +140,19 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(h * d, cfg.dim, bias=False)
 
     def forward(self, x, cos, sin, bias, past_k, past_v, shared=None):
-        """`shared` = (seqlens_k, total_length) selects the in-place cache (see the module doc)."""
+        """`shared` = (seqlens_k, total_length, cos_cache, sin_cache) selects the in-place cache,
+        where the op itself rotates and places the new keys (see the module doc)."""
         B, S, _ = x.shape
         c = self.cfg
+        if shared is not None:
+            y, k, v = GroupQueryAttention.apply(self.q_proj(x), self.k_proj(x), self.v_proj(x), past_k, past_v,
+                                                *shared, c.n_heads, c.n_kv_heads)
+            return self.o_proj(y), k, v
         q = self.q_proj(x).view(B, S, c.n_heads, c.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, S, c.n_kv_heads, c.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, S, c.n_kv_heads, c.head_dim).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        if shared is not None:
-            def bsh(t):  # (B, heads, S, D) -> (B, S, heads * D), the layout the ORT op takes
-                return t.transpose(1, 2).reshape(B, S, -1)
-
-            y, k, v = GroupQueryAttention.apply(bsh(q), bsh(k), bsh(v), past_k, past_v, *shared,
-                                                c.n_heads, c.n_kv_heads)
-            return self.o_proj(y), k, v
         k = torch.cat([past_k, k], dim=2)
         v = torch.cat([past_v, v], dim=2)
         # Grouped-query attention: each KV head serves n_heads / n_kv_heads query heads.
@@ -215,14 +227,16 @@ class Llama(nn.Module):
         logits = self.lm_head(self.norm(x[:, -1, :]))
         return (logits, *present)
 
-    def forward_shared(self, input_ids, position_ids, seqlens_k, total_length, *buffers: torch.Tensor):
+    def forward_shared(self, input_ids, seqlens_k, total_length, *buffers: torch.Tensor):
         """The serving form: `buffers` are per-layer (B, Hkv, capacity, D) caches that come back
-        with the new tokens written in; seqlens_k[b] = row b's length after this call - 1."""
+        with the new tokens written in; seqlens_k[b] = row b's length after this call - 1, and
+        row b's new tokens sit at the positions just before that."""
         x = self.embed_tokens(input_ids)
-        cos, sin = self.rope(position_ids)
+        freqs = torch.arange(MAX_POSITIONS, dtype=torch.float32).unsqueeze(1) * self.inv_freq  # (P, D/2)
+        rotary = (freqs.cos(), freqs.sin())
         present = []
         for i, layer in enumerate(self.layers):
-            x, k, v = layer(x, cos, sin, None, buffers[2 * i], buffers[2 * i + 1], (seqlens_k, total_length))
+            x, k, v = layer(x, None, None, None, buffers[2 * i], buffers[2 * i + 1], (seqlens_k, total_length, *rotary))
             present += [k, v]
         logits = self.lm_head(self.norm(x[:, -1, :]))
         return (logits, *present)

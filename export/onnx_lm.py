@@ -1,8 +1,8 @@
 """PyTorch Llama -> ONNX (fp32) -> quantized variants.
 
 Input/output names are the runtime's contract (see ``npc_brain/lm.py``):
-``input_ids`` (B, S) int64, ``position_ids`` (B, S) int64, ``seqlens_k`` (B,)
-int32 (each row's length after the call, minus one), ``total_sequence_length``
+``input_ids`` (B, S) int64, ``seqlens_k`` (B,) int32 (each row's length after
+the call, minus one: the new tokens' positions follow), ``total_sequence_length``
 () int32 (the longest row's), ``past_key_{i}``/``past_value_{i}`` (B, Hkv,
 capacity, D) in; ``logits`` (B, V) and ``present_key_{i}``/``present_value_{i}``
 out. The runtime binds each present to its past's buffer, so the cache is
@@ -33,7 +33,7 @@ class _Serving(torch.nn.Module):
 
 
 def io_names(n_layers: int) -> tuple[list[str], list[str]]:
-    ins = ["input_ids", "position_ids", "seqlens_k", "total_sequence_length"]
+    ins = ["input_ids", "seqlens_k", "total_sequence_length"]
     outs = ["logits"]
     for i in range(n_layers):
         ins += [f"past_key_{i}", f"past_value_{i}"]
@@ -47,19 +47,17 @@ def export_fp32(model: Llama, path: Path) -> Path:
     B, S, C = 2, 3, 8
     lengths = torch.tensor([1, 2])  # tokens already cached per row
     ids = torch.randint(0, c.vocab_size, (B, S))
-    pos = lengths.unsqueeze(1) + torch.arange(S)
     seqlens_k = (lengths + S - 1).to(torch.int32)
     total = (lengths.max() + S).to(torch.int32)
     past = [torch.zeros(B, c.n_kv_heads, C, c.head_dim) for _ in range(2 * c.n_layers)]
     ins, outs = io_names(c.n_layers)
-    axes = {"input_ids": {0: "batch", 1: "seq"}, "position_ids": {0: "batch", 1: "seq"},
-            "seqlens_k": {0: "batch"}, "logits": {0: "batch"}}
-    for n in ins[4:] + outs[1:]:
+    axes = {"input_ids": {0: "batch", 1: "seq"}, "seqlens_k": {0: "batch"}, "logits": {0: "batch"}}
+    for n in ins[3:] + outs[1:]:
         axes[n] = {0: "batch", 2: "capacity"}
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Serving(model), (ids, pos, seqlens_k, total, *past), str(path), input_names=ins, output_names=outs,
+        torch.onnx.export(_Serving(model), (ids, seqlens_k, total, *past), str(path), input_names=ins, output_names=outs,
                           dynamic_axes=axes, opset_version=OPSET, dynamo=False, do_constant_folding=True)
     return path
 

@@ -156,7 +156,6 @@ class LanguageModel:
         session = self.decode_session if decode and B < self.wide_decode else self.prefill_session
         io = session.io_binding()
         io.bind_cpu_input("input_ids", np.ascontiguousarray(ids, np.int64))
-        io.bind_cpu_input("position_ids", kv.lengths[:, None] + np.arange(S, dtype=np.int64))
         io.bind_cpu_input("seqlens_k", (kv.lengths + S - 1).astype(np.int32))
         io.bind_cpu_input("total_sequence_length", np.array(total, np.int32))
         io.bind_output("logits", "cpu")  # first, so it is get_outputs()[0]

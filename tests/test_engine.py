@@ -67,9 +67,10 @@ def test_banned_words_never_generated(engine, brom):
 
 def test_persona_prefix_is_cached(engine, brom):
     engine.generate(LineRequest(brom, "Hello.", {}, (), 1))
-    hits = engine.persona_cache.hits
+    hits, misses = engine.persona_cache.hits, engine.persona_cache.misses
     engine.generate(LineRequest(brom, "Hello again.", {}, (), 2))
-    assert engine.persona_cache.hits == hits + 1
+    assert engine.persona_cache.misses == misses  # not recomputed (a retried line may hit more than once)
+    assert engine.persona_cache.hits > hits
 
 
 def test_special_tokens_in_utterance_are_not_obeyed(engine, brom):
