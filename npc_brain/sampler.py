@@ -7,7 +7,12 @@ depend on what else is in the batch), its options, and the per-character rules:
   (a token trie: the model picks the mood, but only from the enum);
 * catchphrase tokens get a logit bias;
 * banned words can never appear: a candidate token that would complete a banned
-  word (case-insensitive, as a whole word) is masked and the draw repeated.
+  word (case-insensitive, as a whole word) is masked and the draw repeated;
+* a spoken line has no markup: after the tag, tokens that open a second tag, a
+  stage direction or an aside ("[", "*", "(", ...) are never drawn, and the line
+  cannot end (or break) before its first word. A small model otherwise often
+  answers with another tag, a "*smiles*" or a bare newline: lines that
+  `clean_line` would empty, costing a retry.
 """
 
 from __future__ import annotations
@@ -35,6 +40,11 @@ class TokenTexts:
         self.texts = [tok.decode([i], skip_special_tokens=False) for i in range(n)]
         self.special = {tok.token_to_id(s) for s in ("<|im_end|>", "<|endoftext|>", "<|im_start|>")} - {None}
         self.stop_ids = {t for t in (tok.token_to_id("<|im_end|>"), tok.token_to_id("<|endoftext|>")) if t is not None}
+        #: tokens no spoken line contains (brackets, asterisks, braces, angle brackets)
+        self.markup = np.array([i for i, t in enumerate(self.texts) if any(c in t for c in "[]*(){}<>")], np.int64)
+        #: tokens that would end or break the line before it has said anything
+        self.silent = np.array(sorted(self.stop_ids | {i for i, t in enumerate(self.texts) if t.strip() == "" and "\n" in t}),
+                               np.int64)
 
 
 def _whole_word(word: str) -> str:
@@ -154,6 +164,9 @@ class LineSampler:
     def _shape(self, logits: np.ndarray) -> None:
         for sid in self.t.special - self.t.stop_ids:
             logits[sid] = -np.inf
+        logits[self.t.markup] = -np.inf
+        if not _WORDISH.search(self.text.lower()):
+            logits[self.t.silent] = -np.inf
         if self.opt.repetition_penalty != 1.0 and self.generated:
             seen = np.unique(np.array(self.generated, np.int64))
             vals = logits[seen]

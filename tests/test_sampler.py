@@ -162,3 +162,18 @@ def test_guard_words_cannot_be_generated(texts):
         for _ in range(12):
             s.next_token(adv())
         assert not BannedWords((word,)).violates(s.text), s.text
+
+
+def test_no_markup_and_no_empty_start_after_the_tag(texts):
+    """Even when the model wants a bracket, an asterisk or to stop at once, the line starts with words."""
+    V = len(texts.texts)
+    star = texts.tok.encode("*", add_special_tokens=False).ids[0]
+    stop = next(iter(texts.stop_ids))
+    for seed in range(5):
+        s = LineSampler(texts, GenerationOptions(temperature=0.8), seed, ["calm"])
+        _skip_emotion(s, V)
+        z = np.zeros(V)
+        z[[star, stop]] = 60.0
+        first = s.next_token(z)
+        assert first not in (star, stop) and "*" not in s.text
+        assert not set(texts.texts[first]) & set("[]*(){}<>")
