@@ -41,6 +41,9 @@ def run_level(addr: str, sheets: list[dict], conversations: int, turns: int, max
     ttfp, total, tokens = [], [], []
     lock = threading.Lock()
     errors: list[str] = []
+    # Every conversation warms its persona first; the clock starts when all are warm, so the
+    # throughput counts only the measured lines.
+    ready = threading.Barrier(conversations + 1)
 
     def convo(i: int) -> None:
         sheet = sheets[i % len(sheets)]
@@ -49,6 +52,7 @@ def run_level(addr: str, sheets: list[dict], conversations: int, turns: int, max
                 ref = c.register(sheet)
                 c.say(sheet.get("id", "npc"), "Hello.", character_ref=ref, session=f"warm{i}", seed=i,
                       options={"max_tokens": 4})  # persona now cached: we measure the hit path
+                ready.wait()
                 for t in range(turns):
                     first: list[float] = []
                     t0 = time.perf_counter()
@@ -61,13 +65,18 @@ def run_level(addr: str, sheets: list[dict], conversations: int, turns: int, max
                         total.append(t1 - t0)
                         tokens.append(rep["tokens"])
         except Exception as e:  # noqa: BLE001 - counted and reported
+            ready.abort()  # nobody waits for a conversation that failed to warm up
             with lock:
                 errors.append(f"{type(e).__name__}: {e}")
 
     threads = [threading.Thread(target=convo, args=(i,)) for i in range(conversations)]
-    t0 = time.perf_counter()
     for th in threads:
         th.start()
+    try:
+        ready.wait()
+    except threading.BrokenBarrierError:
+        pass
+    t0 = time.perf_counter()
     for th in threads:
         th.join()
     wall = time.perf_counter() - t0
