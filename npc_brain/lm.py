@@ -187,8 +187,7 @@ class KVPool:
             self._drop(self.ids.index(gone))
         for new in [i for i in caches if i not in self.ids]:
             self._add(new, caches[new])
-        if not self.ids:
-            self.kv = None  # idle: give the memory back
+        if not self.ids:  # idle: the buffers stay for the next burst (no re-allocation per line)
             return KV([], [], np.zeros(0, np.int64)), []
         n = len(self.ids)
         if self.kv.rows(0, n).length + room > self.kv.capacity:
@@ -209,9 +208,9 @@ class KVPool:
         n = len(self.ids)
         if self.kv is None:
             self.kv = KV([], [], np.zeros(0, np.int64))
-            self._resize(4, cache.capacity, like=cache)
+            self._resize(16, _round_up(cache.capacity), like=cache)  # zeroed pages cost nothing until written
         elif n == self.kv.batch or cache.capacity > self.kv.capacity:  # grow (rare)
-            self._resize(self.kv.batch if n < self.kv.batch else 2 * n, max(cache.capacity, self.kv.capacity))
+            self._resize(self.kv.batch if n < self.kv.batch else 2 * n, _round_up(max(cache.capacity, self.kv.capacity)))
         L = int(cache.lengths[0])
         for dst, src in zip(self.kv.keys + self.kv.values, cache.keys + cache.values):
             dst[n, :, :L] = src[0, :, :L]
@@ -226,8 +225,9 @@ class KVPool:
         count = len((like or old).keys)
         new = KV([np.zeros(shape, np.float32) for _ in range(count)],
                  [np.zeros(shape, np.float32) for _ in range(count)], np.zeros(rows, np.int64))
-        if n:
+        for b in range(n):
+            L = int(old.lengths[b])
             for dst, src in zip(new.keys + new.values, old.keys + old.values):
-                dst[:n, :, :old.capacity] = src[:n]
-            new.lengths[:n] = old.lengths[:n]
+                dst[b, :, :L] = src[b, :, :L]
+        new.lengths[:n] = old.lengths[:n]
         self.kv = new
