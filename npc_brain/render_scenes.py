@@ -7,7 +7,10 @@ cannot show it (weather indoors, time of day in a windowless room, player state 
 Variety, so a head trained on these learns the vocabulary rather than one look: three camera styles
 (perspective with a horizon, top-down, isometric), pixel-art upscaling or smooth rendering, many
 resolutions, four HUD layouts (bars, hearts + hotbar, health orb, centred bars), rain / snow / fog /
-storm particles, day / dusk / night lighting with torch and fire glow, and creature silhouettes.
+storm particles, day / dusk / night lighting with torch and fire glow, and creature silhouettes; plus
+first-person block worlds (rooms seen from inside, voxel outdoors), a grey-blue twilight next to the
+orange one, and maps floating in a black void (these draw from their own random stream, so the seeds
+that do not use them render exactly as before they were added).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ SKY = {  # top colour, horizon colour
     "night": ((5, 8, 25), (25, 35, 70)),
 }
 TINT = {"day": (1.0, 1.0, 1.0), "dusk": (0.95, 0.62, 0.45), "night": (0.18, 0.22, 0.38)}
+# the other twilight: a dim, grey-blue sky and cool, washed-out light instead of an orange sunset
+TWILIGHT_SKY, TWILIGHT_TINT = ((80, 95, 130), (150, 150, 168)), (0.55, 0.6, 0.72)
 GROUND = {
     "forest": [(40, 110, 40), (60, 90, 35)], "town": [(130, 125, 115), (110, 100, 90)],
     "field": [(110, 170, 60), (170, 160, 70)], "desert": [(220, 190, 120), (200, 165, 100)],
@@ -228,10 +233,10 @@ def _glow(arr: np.ndarray, x: float, y: float, radius: float, color, strength: f
 
 # ---------------------------------------------------------------- scene layers
 
-def _outdoor_persp(rng, W, H, lab):
+def _outdoor_persp(rng, W, H, lab, twilight: bool = False):
     place, time = lab["place"], lab["time"]
     horizon = int(H * rng.uniform(0.3, 0.55))
-    top, bottom = SKY[time]
+    top, bottom = TWILIGHT_SKY if twilight else SKY[time]
     if lab["weather"] in ("rain", "storm", "fog", "snow"):
         grey = np.asarray((120, 125, 135) if time == "day" else (60, 60, 70) if time == "dusk" else (20, 22, 30))
         top = tuple((np.asarray(top) * 0.35 + grey * 0.65).astype(int))
@@ -240,7 +245,7 @@ def _outdoor_persp(rng, W, H, lab):
     ground_col = GROUND[place]
     ground = _gradient(H - horizon, W, _jitter(rng, ground_col[1]), _jitter(rng, ground_col[0]))
     ground += _noise(rng, H - horizon, W, 40, cells=int(rng.integers(6, 40)))[..., None]
-    tint = np.asarray(TINT[time], np.float32) * rng.uniform(0.85, 1.1)
+    tint = np.asarray(TWILIGHT_TINT if twilight else TINT[time], np.float32) * rng.uniform(0.85, 1.1)
     img = Image.fromarray(np.clip(np.concatenate([sky, ground * tint], 0), 0, 255).astype(np.uint8))
     d = Draw(img)
     # sun / moon / stars
@@ -459,6 +464,219 @@ def _indoor(rng, W, H, lab):
     return img, horizon, windows, topdown
 
 
+# ---------------------------------------------------------------- first-person block worlds
+# A second family of looks: a first-person camera in a world of textured blocks (voxel games), with
+# rooms seen from inside (walls, floor and ceiling fill the frame, no sky), low-saturation twilight
+# next to the orange one, and a held item and crosshair. Drawn for FIRST_PERSON_SHARE of the seeds,
+# decided by a separate random stream so every other seed renders exactly as before.
+
+FIRST_PERSON_SHARE = 0.3
+MATERIALS = {  # base colour, pattern
+    "planks": ((150, 110, 65), "planks"), "dark_planks": ((95, 65, 40), "planks"),
+    "stone": ((125, 125, 125), "noise"), "cobble": ((110, 110, 105), "cobble"),
+    "brick": ((140, 75, 60), "brick"), "sandstone": ((205, 190, 140), "brick"),
+    "dirt": ((115, 85, 55), "noise"), "grass": ((85, 150, 55), "noise"), "sand": ((215, 200, 145), "noise"),
+    "snow": ((235, 240, 248), "noise"), "water": ((40, 90, 170), "noise"), "leaves": ((40, 100, 40), "cobble"),
+    "gravel": ((120, 112, 105), "cobble"),
+}
+ROOM_MATERIALS = {"tavern": ("planks", "dark_planks"), "shop": ("planks", "dark_planks", "brick"),
+                  "house": ("planks", "brick", "sandstone"), "dungeon": ("cobble", "stone", "brick"),
+                  "cave": ("stone", "dirt", "gravel"), "castle_hall": ("stone", "brick", "cobble")}
+GROUND_MATERIALS = {"forest": "grass", "town": "cobble", "field": "grass", "desert": "sand", "snow": "snow",
+                    "beach": "sand", "mountain": "stone", "sea": "water"}
+SKY_FP = {  # (top, horizon) choices per time; dusk has a grey-blue, dim variant as well as an orange one
+    "day": [((70, 140, 235), (150, 200, 245)), ((100, 160, 230), (185, 215, 240))],
+    "dusk": [((60, 50, 110), (250, 140, 70)), ((75, 90, 125), (140, 140, 160)), ((55, 65, 95), (170, 120, 90))],
+    "night": [((4, 6, 18), (15, 22, 45)), ((10, 14, 30), (25, 30, 55))],
+}
+LIGHT_FP = {"day": (0.9, 1.15), "dusk": (0.4, 0.75), "night": (0.07, 0.22)}
+
+
+def _block_texture(rng, material: str, nx: int, ny: int, px: int = 16) -> Image.Image:
+    base, pattern = MATERIALS[material]
+    base = np.asarray(_jitter(rng, base, 15), np.float32)
+    h, w = ny * px, nx * px
+    arr = base + rng.normal(0, 12, (h, w, 1)).astype(np.float32) * rng.uniform(0.5, 1.5)
+    yy, xx = np.mgrid[0:h, 0:w]
+    if pattern == "planks":
+        arr[(yy % (px // 4)) == 0] *= 0.65
+        arr[((xx + (yy // (px // 4)) * 5) % px) == 0] *= 0.7
+    elif pattern == "brick":
+        arr[(yy % (px // 2)) == 0] *= 0.6
+        arr[((xx + (yy // (px // 2)) % 2 * (px // 2)) % px) == 0] *= 0.6
+    elif pattern == "cobble":
+        blobs = _noise(rng, h, w, 1.0, cells=max(2, ny * 3))
+        arr *= (1.0 + 0.6 * blobs)[..., None]
+    arr[(yy % px) == 0] *= 0.85  # block seams
+    arr[(xx % px) == 0] *= 0.85
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def _perspective_coeffs(dst, src):
+    """Coefficients for Image.transform(PERSPECTIVE) that map dst (canvas) corners to src corners."""
+    rows, rhs = [], []
+    for (x, y), (u, v) in zip(dst, src):
+        rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y]); rhs.append(u)
+        rows.append([0, 0, 0, x, y, 1, -v * x, -v * y]); rhs.append(v)
+    return np.linalg.lstsq(np.asarray(rows, np.float64), np.asarray(rhs, np.float64), rcond=None)[0]
+
+
+def _textured_quad(img: Image.Image, quad, texture: Image.Image, shade: float = 1.0) -> None:
+    """Paste texture into the canvas quad (corners: top-left, top-right, bottom-right, bottom-left)."""
+    tw, th = texture.size
+    try:
+        coeffs = _perspective_coeffs(quad, [(0, 0), (tw, 0), (tw, th), (0, th)])
+        warped = texture.transform(img.size, Image.Transform.PERSPECTIVE, tuple(coeffs), Image.Resampling.NEAREST)
+    except (np.linalg.LinAlgError, ValueError):
+        return
+    if shade != 1.0:
+        warped = Image.fromarray(np.clip(np.asarray(warped, np.float32) * shade, 0, 255).astype(np.uint8))
+    mask = Image.new("L", img.size, 0)
+    Draw(mask).polygon([tuple(map(float, p)) for p in quad], fill=255)
+    img.paste(warped, (0, 0), mask)
+
+
+def _sky_fp(rng, W, h, time):
+    top, bottom = SKY_FP[time][int(rng.integers(len(SKY_FP[time])))]
+    sky = _gradient(max(1, h), W, _jitter(rng, top, 12), _jitter(rng, bottom, 15))
+    img = Image.fromarray(np.clip(sky, 0, 255).astype(np.uint8))
+    d = Draw(img)
+    if time == "night":
+        for _ in range(int(rng.integers(10, 150))):
+            d.point((int(rng.integers(0, W)), int(rng.integers(0, max(1, h)))), fill=(220, 220, 240))
+    cloud = {"day": (245, 245, 250), "dusk": (150, 140, 150), "night": (30, 32, 45)}[time]
+    for _ in range(int(rng.integers(0, 6))):
+        cx, cy = rng.uniform(0, W), rng.uniform(0, max(1, h) * 0.8)
+        cw, ch = W * rng.uniform(0.05, 0.3), h * rng.uniform(0.03, 0.12)
+        d.polygon([(cx, cy), (cx + cw, cy - ch * 0.3), (cx + cw * 1.1, cy + ch), (cx + cw * 0.1, cy + ch * 1.2)],
+                  fill=_jitter(rng, cloud, 10))
+    if time == "day" and rng.random() < 0.5:
+        sx, sy, r = rng.uniform(0.1, 0.9) * W, rng.uniform(0.05, 0.5) * h, h * 0.08
+        d.rectangle([sx - r, sy - r, sx + r, sy + r], fill=(255, 255, 235))
+    elif time == "dusk" and rng.random() < 0.5:
+        sx, r = rng.uniform(0.1, 0.9) * W, h * 0.05
+        d.rectangle([sx - r * 2, h - r, sx + r * 2, h], fill=(255, 200, 90))
+    return img
+
+
+def _first_person_outdoor(rng, W, H, lab):
+    place, time = lab["place"], lab["time"]
+    horizon = int(H * rng.uniform(0.3, 0.65))
+    img = Image.new("RGB", (W, H))
+    img.paste(_sky_fp(rng, W, horizon, time), (0, 0))
+    ground = _block_texture(rng, GROUND_MATERIALS[place], 24, 24)
+    spread = W * rng.uniform(1.5, 4.0)
+    _textured_quad(img, [(W / 2 - spread * 0.2, horizon), (W / 2 + spread * 0.2, horizon),
+                         (W / 2 + spread, H + 1), (W / 2 - spread, H + 1)], ground)
+    # blocky hills, trees and walls: axis-aligned block stacks, larger when nearer
+    for _ in range(int(rng.integers(2, 10))):
+        depth = rng.uniform(0.05, 1.0)
+        y = horizon + (H - horizon) * depth * 0.9
+        s = H * (0.015 + 0.12 * depth) * rng.uniform(0.7, 1.3)
+        x = rng.uniform(-0.1, 1.0) * W
+        kind = rng.random()
+        if place in ("forest", "snow") and kind < 0.7:
+            _textured_quad(img, [(x, y - s * 3), (x + s, y - s * 3), (x + s, y), (x, y)],
+                           _block_texture(rng, "dark_planks", 1, 3))
+            leaf = "leaves" if place == "forest" else "snow"
+            _textured_quad(img, [(x - s * 1.5, y - s * 6), (x + s * 2.5, y - s * 6), (x + s * 2.5, y - s * 3),
+                                 (x - s * 1.5, y - s * 3)], _block_texture(rng, leaf, 4, 3))
+        else:
+            mat = {"town": "cobble", "desert": "sandstone", "mountain": "stone", "sea": "sand"}.get(
+                place, "dirt" if kind < 0.5 else GROUND_MATERIALS[place])
+            nx, ny = int(rng.integers(2, 9)), int(rng.integers(1, 6 if place == "mountain" else 3))
+            _textured_quad(img, [(x, y - s * ny), (x + s * nx, y - s * ny), (x + s * nx, y), (x, y)],
+                           _block_texture(rng, mat, nx, ny), shade=rng.uniform(0.7, 1.0))
+    arr = np.asarray(img, np.float32)
+    light = rng.uniform(*LIGHT_FP[time])
+    ground_tint = np.asarray((1.0, 1.0, 1.0) if time == "day" else (0.85, 0.85, 1.0) if time == "dusk"
+                             else (0.6, 0.7, 1.0), np.float32)
+    arr[horizon:] *= light * ground_tint
+    if time == "dusk":  # twilight washes colour out
+        grey = arr.mean(axis=2, keepdims=True)
+        arr = grey + (arr - grey) * rng.uniform(0.4, 0.9)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)), horizon
+
+
+def _first_person_room(rng, W, H, lab):
+    """A room seen from inside: one-point (facing a wall) or corner view; no sky unless a window."""
+    place, time = lab["place"], lab["time"]
+    mats = ROOM_MATERIALS[place]
+    wall_m = str(rng.choice(mats))
+    floor_m = str(rng.choice(mats + ("planks", "stone")))
+    ceil_m = str(rng.choice(mats))
+    img = Image.new("RGB", (W, H), (0, 0, 0))
+    nb = int(rng.integers(3, 10))
+    if rng.random() < 0.5:  # facing a wall
+        l, r = W * rng.uniform(0.0, 0.3), W * rng.uniform(0.7, 1.0)
+        t, b = H * rng.uniform(-0.1, 0.3), H * rng.uniform(0.55, 0.85)
+        _textured_quad(img, [(l, t), (r, t), (r, b), (l, b)], _block_texture(rng, wall_m, nb, max(2, nb // 2)))
+        _textured_quad(img, [(-W * 0.5, -1), (W * 1.5, -1), (r, t), (l, t)], _block_texture(rng, ceil_m, nb, nb), 0.55)
+        _textured_quad(img, [(l, b), (r, b), (W * 1.5, H + 1), (-W * 0.5, H + 1)],
+                       _block_texture(rng, floor_m, nb, nb), 0.8)
+        for quad in ([(-1, -H * 0.5), (l, t), (l, b), (-1, H * 1.5)],
+                     [(r, t), (W + 1, -H * 0.5), (W + 1, H * 1.5), (r, b)]):
+            _textured_quad(img, quad, _block_texture(rng, wall_m, nb, nb), 0.7)
+        wall_box = (l, t, r, b)
+    else:  # a corner
+        cx = W * rng.uniform(0.25, 0.75)
+        t, b = H * rng.uniform(-0.2, 0.25), H * rng.uniform(0.5, 0.8)
+        spread = rng.uniform(0.3, 0.8)
+        _textured_quad(img, [(-1, t - H * spread * 0.5), (cx, t), (cx, b), (-1, b + H * spread)],
+                       _block_texture(rng, wall_m, nb, nb), rng.uniform(0.6, 1.0))
+        _textured_quad(img, [(cx, t), (W + 1, t - H * spread * 0.5), (W + 1, b + H * spread), (cx, b)],
+                       _block_texture(rng, wall_m, nb, nb), rng.uniform(0.6, 1.0))
+        _textured_quad(img, [(-1, b + H * spread), (cx, b), (W + 1, b + H * spread), (cx, H * 2)],
+                       _block_texture(rng, floor_m, nb, nb), 0.8)
+        if t > 0:
+            _textured_quad(img, [(cx, -H), (W + 1, -H), (W + 1, t - H * spread * 0.5), (cx, t)],
+                           _block_texture(rng, ceil_m, nb, nb), 0.5)
+            _textured_quad(img, [(-1, -H), (cx, -H), (cx, t), (-1, t - H * spread * 0.5)],
+                           _block_texture(rng, ceil_m, nb, nb), 0.5)
+        wall_box = (cx * 0.2, max(0, t), cx * 0.9, b)
+    windows = place in WINDOWED and rng.random() < 0.3
+    d = Draw(img)
+    if windows:
+        l, t, r, b = wall_box
+        ww, wh = (r - l) * rng.uniform(0.15, 0.3), (b - t) * rng.uniform(0.2, 0.4)
+        wx, wy = rng.uniform(l, max(l + 1, r - ww)), rng.uniform(t, max(t + 1, b - wh * 1.5))
+        top, bottom = SKY_FP[time][int(rng.integers(len(SKY_FP[time])))]
+        d.rectangle([wx, wy, wx + ww, wy + wh], fill=_jitter(rng, bottom if rng.random() < 0.5 else top, 10),
+                    outline=(40, 30, 20), width=max(1, int(W * 0.004)))
+    arr = np.asarray(img, np.float32)
+    light = rng.uniform(0.15, 0.75)
+    arr *= light * (1.0 + _noise(rng, H, W, 0.9, cells=3))[..., None] * np.asarray((1.0, 0.92, 0.8), np.float32)
+    for _ in range(int(rng.integers(0, 3))):  # torch light pools
+        _glow(arr, rng.uniform(0, W), rng.uniform(0, H), H * rng.uniform(0.2, 0.6), (255, 170, 80), 0.3)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)), int(wall_box[3]), windows
+
+
+def _void_map(rng, img: Image.Image) -> Image.Image:
+    """Top-down / isometric map drawn as an island in black (the unexplored void of many RPGs)."""
+    W, H = img.size
+    cx, cy = W * rng.uniform(0.35, 0.65), H * rng.uniform(0.35, 0.65)
+    n = int(rng.integers(5, 11))
+    angles = np.sort(rng.uniform(0, 2 * math.pi, n))
+    radius = rng.uniform(0.3, 0.8, n) * max(W, H) * 0.6
+    pts = [(cx + r * math.cos(a), cy + r * math.sin(a) * 0.6) for a, r in zip(angles, radius)]
+    mask = Image.new("L", img.size, 0)
+    Draw(mask).polygon(pts, fill=255)
+    black = Image.new("RGB", img.size, _jitter(rng, (4, 4, 6), 4))
+    black.paste(img, (0, 0), mask)
+    return black
+
+
+def _held_item(rng, img):
+    W, H = img.size
+    d = Draw(img)
+    d.line([(W / 2 - H * 0.012, H / 2), (W / 2 + H * 0.012, H / 2)], fill=(230, 230, 230))
+    d.line([(W / 2, H / 2 - H * 0.012), (W / 2, H / 2 + H * 0.012)], fill=(230, 230, 230))
+    if rng.random() < 0.7:
+        x, y, s = W * rng.uniform(0.78, 0.9), H * rng.uniform(0.75, 0.88), H * rng.uniform(0.12, 0.25)
+        skin = _jitter(rng, (200, 160, 130), 30)
+        d.polygon([(x, y), (x + s * 0.6, y - s * 0.15), (x + s * 1.2, H + 1), (x + s * 0.4, H + 1)], fill=skin)
+
+
 def _hud(rng, img, lab):
     W, H = img.size
     frac = float(rng.uniform(0.03, 1.0))
@@ -573,13 +791,29 @@ def render_labels(labels: dict[str, Any], seed: int, size: tuple[int, int] | Non
         W, H = max(64, W // f), max(48, H // f)
     time = lab["time"]
     lights: list[tuple[float, float, float, tuple[int, int, int], float]] = []
-    if lab["setting"] == "outdoor":
+    # looks added later draw from their own stream, so seeds that do not use them render as before
+    style = np.random.default_rng([seed, 11])
+    first_person = size is None and style.random() < FIRST_PERSON_SHARE
+    twilight = style.random() < 0.5 and time == "dusk"
+    void = style.random() < 0.4
+    if first_person:
+        if W > 480:  # drawn smaller (the reader sees 224x224 anyway): texture warps cost per pixel
+            W, H = 480, int(H * 480 / W)
+        if lab["setting"] == "outdoor":
+            img, ground_y = _first_person_outdoor(rng, W, H, lab)
+        else:
+            img, ground_y, windows = _first_person_room(rng, W, H, lab)
+            lab["time"] = time if windows else None
+            lab["weather"] = None
+        topdown = False
+    elif lab["setting"] == "outdoor":
         mode = rng.random()
         if mode < 0.6:
-            img, ground_y = _outdoor_persp(rng, W, H, lab)
+            img, ground_y = _outdoor_persp(rng, W, H, lab, twilight)
         else:
             img, ground_y = _outdoor_flat(rng, W, H, lab, iso=mode > 0.8)
-            arr = np.asarray(img, np.float32) * np.asarray(TINT[time], np.float32) * rng.uniform(0.85, 1.1)
+            tint = TWILIGHT_TINT if twilight else TINT[time]
+            arr = np.asarray(img, np.float32) * np.asarray(tint, np.float32) * rng.uniform(0.85, 1.1)
             img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
         topdown = mode >= 0.6
     else:
@@ -594,6 +828,8 @@ def render_labels(labels: dict[str, Any], seed: int, size: tuple[int, int] | Non
             d.rectangle([tx - 2, ty, tx + 2, ty + H * 0.05], fill=(80, 50, 20))
             d.ellipse([tx - H * 0.012, ty - H * 0.03, tx + H * 0.012, ty], fill=(255, 200, 80))
             lights.append((tx, ty, H * rng.uniform(0.2, 0.4), (255, 160, 60), 0.35))
+    if topdown and void:
+        img = _void_map(rng, img)
     d = Draw(img)
     base_y = max(ground_y, 1)
 
@@ -648,6 +884,8 @@ def render_labels(labels: dict[str, Any], seed: int, size: tuple[int, int] | Non
         _glow(arr, x, y, r, col, st if time != "day" or lab["setting"] == "indoor" else st * 0.4)
     arr = _weather(rng, arr, lab)
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    if first_person:
+        _held_item(rng, img)
     if rng.random() < 0.8:
         _hud(rng, img, lab)
     if pixel:
@@ -659,6 +897,9 @@ def render_labels(labels: dict[str, Any], seed: int, size: tuple[int, int] | Non
     if rng.random() < 0.5:
         grey = arr.mean(axis=2, keepdims=True)
         arr = grey + (arr - grey) * rng.uniform(0.6, 1.4)
+    if first_person:  # gamma and per-channel colour jitter
+        arr = 255.0 * (np.clip(arr, 0, 255) / 255.0) ** rng.uniform(0.7, 1.4)
+        arr = arr * rng.uniform(0.9, 1.1, 3).astype(np.float32)
     return np.clip(arr, 0, 255).astype(np.uint8), lab
 
 

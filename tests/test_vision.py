@@ -217,6 +217,19 @@ def test_renderer_labels_and_determinism():
     assert np.array_equal(a, b) and la == lb
 
 
+def test_first_person_looks_have_valid_labels():
+    """First-person block-world seeds (rooms seen from inside, voxel outdoors) label like the rest."""
+    from npc_brain.render_scenes import FIRST_PERSON_SHARE, render_sample
+
+    seeds = [s for s in range(200) if np.random.default_rng([s, 11]).random() < FIRST_PERSON_SHARE][:8]
+    assert seeds
+    for seed in seeds:
+        img, lab = render_sample(seed)
+        assert img.dtype == np.uint8 and img.shape[2] == 3 and min(img.shape[:2]) >= 48
+        if lab["setting"] == "indoor":
+            assert lab["weather"] is None and lab["place"] not in ("forest", "sea")
+
+
 # ---------------------------------------------------------------- the model (committed head)
 
 @pytest.fixture(scope="module")
