@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--real", action="append", default=[], help="real game under build/vision/real")
     ap.add_argument("--threads", type=int, default=1, help="ONNX intra-op threads (1 is fastest on 2 shared cores)")
     ap.add_argument("--latency-n", type=int, default=60)
+    ap.add_argument("--head-dir", type=Path, default=ROOT / "export" / "artifacts",
+                    help="where the head's recipe (scene_head.json) lives, for the report's 'trained on'")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--markdown", type=Path)
     args = ap.parse_args(argv)
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "model_sha256": hashlib.sha256((args.vision_dir / "scene.onnx").read_bytes()).hexdigest(),
         "threads": args.threads, "splits": {}, "latency": []}
-    head_json = ROOT / "export" / "artifacts" / "scene_head.json"
+    head_json = args.head_dir / "scene_head.json"
     if head_json.exists():
         recipe = json.loads(head_json.read_text())
         report["trained_on"] = "procedural" + "".join(f" + {r['game']}" for r in recipe.get("real", []))

@@ -230,6 +230,22 @@ def test_first_person_looks_have_valid_labels():
             assert lab["weather"] is None and lab["place"] not in ("forest", "sea")
 
 
+def test_colour_stats():
+    torch = pytest.importorskip("torch")
+    from export.vision import BANDS, LUM_CUTS, N_STATS, colour_stats
+
+    sky = torch.zeros(1, 3, 224, 224)
+    sky[:, 0], sky[:, 1], sky[:, 2] = 0.35, 0.6, 0.95   # daylight blue everywhere
+    night = torch.full((1, 3, 224, 224), 0.02)
+    out = colour_stats(torch.cat([sky, night]))
+    assert out.shape == (2, BANDS * N_STATS)
+    per_band = out.reshape(2, BANDS, N_STATS)
+    k = len(LUM_CUTS)
+    assert torch.all(per_band[0, :, k + 2] == 1.0)          # sky-blue share
+    assert torch.all(per_band[1, :, :k] == 1.0)             # darker than every luminance cut
+    assert torch.all(per_band[1, :, k + 2] == 0.0)
+
+
 # ---------------------------------------------------------------- the model (committed head)
 
 @pytest.fixture(scope="module")
