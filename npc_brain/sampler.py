@@ -10,7 +10,7 @@ depend on what else is in the batch), its options, and the per-character rules:
   word (case-insensitive, as a whole word) is masked and the draw repeated;
 * a spoken line has no markup: after the tag, tokens that open a second tag, a
   stage direction or an aside ("[", "*", "(", ...) are never drawn, and the line
-  cannot end (or break) before its first word. A small model otherwise often
+  cannot end (or break twice) before its first word. A small model otherwise often
   answers with another tag, a "*smiles*" or a bare newline: lines that
   `clean_line` would empty, costing a retry.
 """
@@ -42,9 +42,9 @@ class TokenTexts:
         self.stop_ids = {t for t in (tok.token_to_id("<|im_end|>"), tok.token_to_id("<|endoftext|>")) if t is not None}
         #: tokens no spoken line contains (brackets, asterisks, braces, angle brackets)
         self.markup = np.array([i for i, t in enumerate(self.texts) if any(c in t for c in "[]*(){}<>")], np.int64)
-        #: tokens that would end or break the line before it has said anything
-        self.silent = np.array(sorted(self.stop_ids | {i for i, t in enumerate(self.texts) if t.strip() == "" and "\n" in t}),
-                               np.int64)
+        self.stops = np.array(sorted(self.stop_ids), np.int64)
+        #: whitespace tokens that break the line
+        self.breaks = np.array([i for i, t in enumerate(self.texts) if t.strip() == "" and "\n" in t], np.int64)
 
 
 def _whole_word(word: str) -> str:
@@ -165,8 +165,10 @@ class LineSampler:
         for sid in self.t.special - self.t.stop_ids:
             logits[sid] = -np.inf
         logits[self.t.markup] = -np.inf
-        if not _WORDISH.search(self.text.lower()):
-            logits[self.t.silent] = -np.inf
+        if not _WORDISH.search(self.text.lower()):  # nothing said yet: no end, and at most one line break
+            logits[self.t.stops] = -np.inf
+            if "\n" in self.text:
+                logits[self.t.breaks] = -np.inf
         if self.opt.repetition_penalty != 1.0 and self.generated:
             seen = np.unique(np.array(self.generated, np.int64))
             vals = logits[seen]
