@@ -187,8 +187,10 @@ class Engine:
                               f"{LIMITS.max_prompt_tokens}: shorten the sheet or the history")
         t1 = time.perf_counter()
         opts = req.options or self.defaults
-        # A private copy with room for the whole line (and its emotion tag), so decoding never re-allocates.
-        kv = kv.copy(capacity=len(persona_ids) + len(turn) + opts.max_tokens + 16)
+        # The persona goes straight into a row of the running batch's pool, with room for the whole
+        # line (and its emotion tag): the turn's prefill writes there and decoding never re-allocates.
+        serial = next(_SERIALS)
+        kv = self._pool.reserve(serial, kv, len(persona_ids) + len(turn) + opts.max_tokens + 16)
         seed = req.seed if req.seed is not None else int.from_bytes(os.urandom(4), "little")
         c = req.character
         sampler = LineSampler(self.texts, opts, seed, c.emotions,
@@ -204,7 +206,8 @@ class Engine:
             logits, kv = self.lm.forward(np.array([[first] + tail], np.int64), kv)
             first = sampler.next_token(logits[0])
         t2 = time.perf_counter()
-        slot = Slot(req, seed, sampler, kv, first, len(persona_ids) + len(turn), t_start=t0)
+        slot = Slot(req, seed, sampler, kv, first, len(persona_ids) + len(turn), t_start=t0, serial=serial)
+        self._pooled[serial] = slot
         slot.timings = {"persona_ms": (t1 - t0) * 1000, "prefill_ms": (t2 - t1) * 1000, "first_token_ms": (t2 - t0) * 1000}
         return slot
 
@@ -232,8 +235,8 @@ class Engine:
         # slot joining or leaving moves one row, not the whole batch.
         by_serial = {s.serial: s for s in live}
         for gone in [i for i in self._pool.ids if i not in by_serial]:
-            slot = self._pooled.pop(gone)
-            if not slot.done:  # paused, not finished (a caller stepping another set): keep its cache
+            slot = self._pooled.pop(gone, None)
+            if slot is not None and not slot.done:  # paused, not finished (a caller stepping another set): keep its cache
                 slot.kv = slot.kv.copy(slot.kv.capacity)
         self._pooled.update(by_serial)
         kv, order = self._pool.place({s.serial: s.kv for s in live})

@@ -95,7 +95,7 @@ class KV:
         shape = (len(lengths), first.shape[1], cap, first.shape[3])
 
         def gather(arrays_per_row: list[np.ndarray], lens: list[np.ndarray]) -> np.ndarray:
-            out = np.zeros(shape, np.float32)
+            out = np.empty(shape, np.float32)  # positions past a row's length are never read
             b = 0
             for a, n in zip(arrays_per_row, lens):
                 for j, t in enumerate(n):
@@ -194,6 +194,17 @@ class KVPool:
             self._resize(self.kv.batch, _round_up(self.kv.capacity + room))
         return self.kv.rows(0, n), list(self.ids)
 
+    def reserve(self, key: int, cache: KV, capacity: int) -> KV:
+        """Copy a new row's cache (a cached persona prefix) straight into the pool, with room
+        for `capacity` positions, and return the row as a view: the turn's prefill then writes
+        in place, and the row is already where `place` wants it (one copy per line, not two)."""
+        if key in self.ids:
+            raise ValueError(f"row {key} is already in the pool")
+        if self.kv is not None and capacity > self.kv.capacity:
+            self._resize(self.kv.batch, _round_up(capacity))
+        self._add(key, cache, capacity)
+        return self.kv.row(len(self.ids) - 1)
+
     def _drop(self, i: int) -> None:
         last = len(self.ids) - 1
         if i != last:
@@ -204,13 +215,14 @@ class KVPool:
             self.ids[i] = self.ids[last]
         self.ids.pop()
 
-    def _add(self, key: int, cache: KV) -> None:
+    def _add(self, key: int, cache: KV, capacity: int = 0) -> None:
         n = len(self.ids)
+        need = max(cache.capacity, capacity)
         if self.kv is None:
             self.kv = KV([], [], np.zeros(0, np.int64))
-            self._resize(16, _round_up(cache.capacity), like=cache)  # zeroed pages cost nothing until written
-        elif n == self.kv.batch or cache.capacity > self.kv.capacity:  # grow (rare)
-            self._resize(self.kv.batch if n < self.kv.batch else 2 * n, _round_up(max(cache.capacity, self.kv.capacity)))
+            self._resize(16, _round_up(need), like=cache)  # untouched pages cost nothing
+        elif n == self.kv.batch or need > self.kv.capacity:  # grow (rare)
+            self._resize(self.kv.batch if n < self.kv.batch else 2 * n, _round_up(max(need, self.kv.capacity)))
         L = int(cache.lengths[0])
         for dst, src in zip(self.kv.keys + self.kv.values, cache.keys + cache.values):
             dst[n, :, :L] = src[0, :, :L]
@@ -223,8 +235,8 @@ class KVPool:
         first = (like or old).keys[0]
         shape = (rows, first.shape[1], capacity, first.shape[3])
         count = len((like or old).keys)
-        new = KV([np.zeros(shape, np.float32) for _ in range(count)],
-                 [np.zeros(shape, np.float32) for _ in range(count)], np.zeros(rows, np.int64))
+        new = KV([np.empty(shape, np.float32) for _ in range(count)],  # only filled positions are read
+                 [np.empty(shape, np.float32) for _ in range(count)], np.zeros(rows, np.int64))
         for b in range(n):
             L = int(old.lengths[b])
             for dst, src in zip(new.keys + new.values, old.keys + old.values):
