@@ -10,6 +10,11 @@ heartbeats, each request it held is sent to another worker if its deadline
 allows, otherwise answered with an error: a request is never silently lost.
 Frames between broker and worker: ``[client_id, payload]`` both ways; a worker's
 own control frames use the client id ``WORKER`` (see `CONTROL`).
+
+Security (SPEC §1): a socket bound off loopback is a CurveZMQ server with the broker's key
+(`--curve-secret`); one ZAP handler admits the client keys in `--curve-clients` on the frontend
+and the worker keys in `--curve-workers` on the backend (ZAP domains "clients" and "workers").
+A socket on loopback uses CURVE too when its key folder is given.
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ import sys
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import msgpack
 import zmq
 
 from npc_brain import protocol as P
+from npc_brain.keys import curve_refusal, curve_server, start_authenticator
 
 CONTROL = b"\x00worker"
 HEARTBEAT_S = 1.0
@@ -52,15 +59,37 @@ class Pending:
     terminal_types: tuple = P.TERMINAL_TYPES
 
 
+def curve_plan(frontend: str, backend: str, secret: Path | None, clients: Path | None,
+               workers: Path | None) -> tuple[dict[str, Path], str | None]:
+    """(ZAP domain -> allowed-keys folder for each socket that runs CURVE, why not to start or None)."""
+    for what, addr, flag, folder in (("binding the frontend", frontend, "--curve-clients DIR", clients),
+                                     ("binding the backend", backend, "--curve-workers DIR", workers)):
+        why = curve_refusal(what, addr, {"--curve-secret SERVER.key_secret": secret, flag: folder},
+                            on=folder is not None)
+        if why:
+            return {}, why
+    if secret and not (clients or workers):
+        return {}, "--curve-secret needs --curve-clients DIR and/or --curve-workers DIR (the keys each side allows)"
+    return {d: f for d, f in (("clients", clients), ("workers", workers)) if f is not None}, None
+
+
 class Broker:
-    def __init__(self, frontend: str, backend: str, ctx: zmq.Context | None = None, max_tries: int = 3):
+    def __init__(self, frontend: str, backend: str, ctx: zmq.Context | None = None, max_tries: int = 3,
+                 curve_secret: Path | None = None, curve_clients: Path | None = None,
+                 curve_workers: Path | None = None):
+        allowed, why = curve_plan(frontend, backend, curve_secret, curve_clients, curve_workers)
+        if why:
+            raise SystemExit(f"error: {why}")
         self.ctx = ctx or zmq.Context.instance()
+        self.auth = start_authenticator(self.ctx, allowed) if allowed else None  # one ZAP handler, two domains
         self.front = self.ctx.socket(zmq.ROUTER)
         self.back = self.ctx.socket(zmq.ROUTER)
-        for s in (self.front, self.back):
+        for s, domain in ((self.front, "clients"), (self.back, "workers")):
             s.setsockopt(zmq.LINGER, 1000)
             s.setsockopt(zmq.ROUTER_MANDATORY, 1)
             s.setsockopt(zmq.MAXMSGSIZE, P.MAX_FRAME_BYTES + 1024)
+            if domain in allowed:
+                curve_server(s, curve_secret, domain)
         self.front.bind(frontend)
         self.back.bind(backend)
         self.workers: OrderedDict[bytes, Worker] = OrderedDict()  # order = least recently used first
@@ -203,6 +232,8 @@ class Broker:
             self.reap()
         self.front.close()
         self.back.close()
+        if self.auth:
+            self.auth.stop()
         return 0
 
 
@@ -219,10 +250,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="npc-brain broker")
     p.add_argument("--frontend", default="tcp://127.0.0.1:5555", help="where clients connect")
     p.add_argument("--backend", default="tcp://127.0.0.1:5556", help="where workers connect")
+    p.add_argument("--curve-secret", type=Path, help="the broker's secret key file (npc-brain keys)")
+    p.add_argument("--curve-clients", type=Path, help="folder of allowed client public keys (frontend)")
+    p.add_argument("--curve-workers", type=Path, help="folder of allowed worker public keys (backend)")
     p.add_argument("--log-level", default="INFO")
     a, _ = p.parse_known_args(argv)
     logging.basicConfig(level=a.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    b = Broker(a.frontend, a.backend)
+    _, why = curve_plan(a.frontend, a.backend, a.curve_secret, a.curve_clients, a.curve_workers)
+    if why:
+        print(f"error: {why}", file=sys.stderr)
+        return 2
+    b = Broker(a.frontend, a.backend, curve_secret=a.curve_secret, curve_clients=a.curve_clients,
+               curve_workers=a.curve_workers)
 
     def stop(*_):
         b.running = False

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import ipaddress
 import logging
 import signal
 import sys
@@ -25,7 +24,6 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import msgpack
 import zmq
@@ -34,6 +32,8 @@ from npc_brain import protocol as P
 from npc_brain.character import Character, CharacterError, load_character
 from npc_brain.config import DEFAULT_BUNDLE_DIR, OptionsError
 from npc_brain.engine import Engine, LineRequest, Slot, acceptable, fallback_line
+from npc_brain.keys import (curve_client, curve_refusal, curve_server, is_loopback, load_client_curve,
+                            start_authenticator)
 from npc_brain.lines import clean_line
 from npc_brain.prompt import PromptError, Turn
 from npc_brain.sessions import SessionStore, StateError
@@ -54,6 +54,17 @@ class DaemonConfig:
     debug_hooks: bool = False  # enables the test-only `debug_pause` message
     registered_max: int = 1024
     worker_connect: str | None = None  # scale-out: connect to a broker's backend instead of binding
+    curve_client_secret: Path | None = None  # worker: its own secret key file (the broker allows its public key)
+    curve_server_public: Path | None = None  # worker: the broker's public key file
+
+    def curve_refusal(self) -> str | None:
+        """Why these settings may not be served (CurveZMQ missing or half given), or None."""
+        if self.worker_connect:
+            return curve_refusal("connecting to", self.worker_connect,
+                                 {"--curve-client-secret WORKER.key_secret": self.curve_client_secret,
+                                  "--curve-server-public BROKER.key": self.curve_server_public})
+        return curve_refusal("binding", self.bind, {"--curve-secret SERVER.key_secret": self.curve_secret,
+                                                    "--curve-clients DIR": self.curve_clients})
 
 
 @dataclass
@@ -71,16 +82,6 @@ class Job:
     sent: str = ""  # streamed text so far
     seq: int = 0
     retries: int = 0
-
-
-def is_loopback(addr: str) -> bool:
-    host = urlparse(addr).hostname or ""
-    if host in ("localhost",):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Daemon:
@@ -116,7 +117,7 @@ class Daemon:
         s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 15000)
         s.setsockopt(zmq.HEARTBEAT_TTL, 15000)
         s.setsockopt(zmq.SNDHWM, 10000)
-        if not is_loopback(self.cfg.bind) or self.cfg.curve_secret:
+        if not is_loopback(self.cfg.bind) or self.cfg.curve_secret or self.cfg.curve_clients:
             self._enable_curve(s)
         s.bind(self.cfg.bind)
         self.sock = s
@@ -127,6 +128,9 @@ class Daemon:
         s = self.ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 1000)
         s.setsockopt(zmq.MAXMSGSIZE, P.MAX_FRAME_BYTES + 1024)
+        self._check_curve()
+        if self.cfg.curve_client_secret:
+            curve_client(s, load_client_curve(self.cfg.curve_client_secret, self.cfg.curve_server_public))
         s.connect(self.cfg.worker_connect)
         self.sock = s
         return s
@@ -140,18 +144,15 @@ class Daemon:
             free = self.cfg.max_active + self.cfg.queue_capacity
             self.sock.send_multipart([CONTROL, msgpack.packb({"type": "heartbeat", "capacity": free})])
 
-    def _enable_curve(self, s: zmq.Socket) -> None:
-        if not (self.cfg.curve_secret and self.cfg.curve_clients):
-            raise SystemExit(f"binding {self.cfg.bind} (not loopback) needs CurveZMQ: pass --curve-secret "
-                             "SERVER.key_secret and --curve-clients DIR (make keys with `npc-brain keys`)")
-        import zmq.auth
-        from zmq.auth.thread import ThreadAuthenticator
+    def _check_curve(self) -> None:
+        why = self.cfg.curve_refusal()
+        if why:
+            raise SystemExit(f"error: {why}")
 
-        self.auth = ThreadAuthenticator(self.ctx)
-        self.auth.start()
-        self.auth.configure_curve(domain="*", location=str(self.cfg.curve_clients))
-        public, secret = zmq.auth.load_certificate(str(self.cfg.curve_secret))
-        s.curve_secretkey, s.curve_publickey, s.curve_server = secret, public, True
+    def _enable_curve(self, s: zmq.Socket) -> None:
+        self._check_curve()
+        self.auth = start_authenticator(self.ctx, {"clients": self.cfg.curve_clients})
+        curve_server(s, self.cfg.curve_secret, "clients")
 
     def send(self, identity: bytes, msg: dict[str, Any]) -> bytes:
         frame = P.encode(msg)
@@ -487,6 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int)
     p.add_argument("--worker", action="store_true", help="serve behind `npc-brain broker` (needs --connect)")
     p.add_argument("--connect", help="the broker's backend address, e.g. tcp://10.0.0.5:5556")
+    p.add_argument("--curve-client-secret", type=Path,
+                   help="worker: its own secret key file (needed when --connect is not loopback)")
+    p.add_argument("--curve-server-public", type=Path, help="worker: the broker's public key file")
     p.add_argument("--debug-hooks", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="INFO")
     return p
@@ -498,13 +502,14 @@ def main(argv: list[str] | None = None) -> int:
     cfg = DaemonConfig(bind=a.bind, max_active=a.max_active, queue_capacity=a.queue_capacity,
                        drain_timeout_s=a.drain_timeout, deterministic=a.deterministic, state_dir=a.state_dir,
                        curve_secret=a.curve_secret, curve_clients=a.curve_clients, debug_hooks=a.debug_hooks,
-                       worker_connect=a.connect if a.worker else None)
+                       worker_connect=a.connect if a.worker else None,
+                       curve_client_secret=a.curve_client_secret, curve_server_public=a.curve_server_public)
     if a.worker and not a.connect:
         print("error: --worker needs --connect BROKER_BACKEND_ADDRESS", file=sys.stderr)
         return 2
-    if not a.worker and not is_loopback(cfg.bind) and not (cfg.curve_secret and cfg.curve_clients):
-        print(f"error: binding {cfg.bind} (not loopback) needs CurveZMQ: pass --curve-secret and --curve-clients "
-              "(make keys with `npc-brain keys`)", file=sys.stderr)
+    why = cfg.curve_refusal()
+    if why:
+        print(f"error: {why}", file=sys.stderr)
         return 2
     engine = Engine.load(a.bundle, threads=a.threads, deterministic=a.deterministic)
     return Daemon(engine, cfg).serve()
