@@ -136,7 +136,7 @@ BATCHES = (1, 2, 4, 8, 16)
 def _run_batched(bundle: Path, ids: list[int], reps: int) -> dict:
     """Aggregate decode tokens/s when B conversations of different lengths share each step
     (what the daemon's continuous batching does), on each of the bundle's graphs: this is
-    what `lm.WIDE_DECODE` (the row count from which decode uses the prefill graph) rests on."""
+    what the choice of `lm.WIDE_DECODE` (never use the prefill graph for decode) rests on."""
     from npc_brain.bundle import Bundle
     from npc_brain.lm import KV, LanguageModel
 
@@ -267,19 +267,17 @@ def render(results: dict, reps: int) -> str:
 
 
 def render_batched(r: dict, reps: int) -> str:
-    from npc_brain.lm import WIDE_DECODE
-
     head = (f"Batched decode, {date.today()}, `npc-brain bench --reps {reps}` (2 threads): B conversations of "
             f"different lengths ({r['prompt_tokens'] - max(BATCHES) + 1}-{r['prompt_tokens']} tokens) decode "
             f"{N_NEW - 1} greedy steps together; aggregate tokens/s over all rows, median (min-max), on the bundle's "
-            f"decode graph (int4) and its prefill graph (int8). The runtime uses the int8 graph from {WIDE_DECODE} "
-            "rows on; the last column is what it gets, as a ratio to one conversation.\n\n")
+            "decode graph (int4) and its prefill graph (int8). The runtime decodes on the int4 graph at every batch size "
+            "(a batched row is then bit-identical to the row alone); the last column is what it gets, as a ratio to "
+            "one conversation.\n\n")
     one = statistics.median(r["decode:1"])
     rows = ["| conversations | int4 decode graph | int8 prefill graph | runtime vs 1 conversation |", "|---|---|---|---|"]
     for B in BATCHES:
         a, b = _stat(r[f"decode:{B}"]), _stat(r[f"prefill:{B}"])
-        used = b if B >= WIDE_DECODE else a
-        rows.append(f"| {B} | {a[0]:.1f} ({a[1]:.1f}-{a[2]:.1f}) | {b[0]:.1f} ({b[1]:.1f}-{b[2]:.1f}) | {used[0] / one:.2f}x |")
+        rows.append(f"| {B} | {a[0]:.1f} ({a[1]:.1f}-{a[2]:.1f}) | {b[0]:.1f} ({b[1]:.1f}-{b[2]:.1f}) | {a[0] / one:.2f}x |")
     return head + "\n".join(rows) + "\n"
 
 

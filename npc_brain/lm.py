@@ -4,9 +4,14 @@ A bundle may hold two graphs of the same model: one quantized for prompt
 prefill (many tokens: int8 GEMMs are fastest) and one for the one-token decode
 steps (bandwidth-bound: int4 weights are fastest). Both use the same KV layout,
 so a cache filled by one feeds the other. The manifest says which file serves
-which phase; with one file, it serves both. A decode step over many rows at
-once is a small GEMM again, not a bandwidth-bound GEMV, so from `WIDE_DECODE`
-rows on it runs on the prefill graph (`npc-brain bench` measures both).
+which phase; with one file, it serves both.
+
+Every decode step, however many rows, runs on the decode (int4) graph, because
+there a row's logits do not depend on its neighbours: a line decoded in a batch
+is bit for bit the line decoded alone. The int8 graph would make wide steps
+about 30% faster at 8 rows (`npc-brain bench`, batched section), but it
+quantizes activations per tensor, across rows, so every line would change with
+the load. `wide_decode` switches that trade on for those who want it.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ def default_providers() -> list[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"] if "CUDAExecutionProvider" in avail else ["CPUExecutionProvider"]
 
 
-#: Decode steps with at least this many rows use the prefill (int8) graph.
-WIDE_DECODE = 4
+#: From how many rows a decode step may use the prefill (int8) graph; None: never (see above).
+WIDE_DECODE: int | None = None
 
 #: Cache buffers grow in steps of this many positions (a re-allocation copies the cache).
 CHUNK = 64
@@ -121,7 +126,7 @@ class KV:
 
 class LanguageModel:
     def __init__(self, prefill_path: Path, decode_path: Path | None = None, threads: int = 2,
-                 providers: list[str] | None = None, wide_decode: int = WIDE_DECODE):
+                 providers: list[str] | None = None, wide_decode: int | None = WIDE_DECODE):
         self.wide_decode = wide_decode
         self.prefill_session = make_session(prefill_path, threads, providers)
         same = decode_path is None or Path(decode_path) == Path(prefill_path)
@@ -153,7 +158,8 @@ class LanguageModel:
         total = kv.length + S
         if total > kv.capacity:
             kv = kv.copy(_round_up(total + CHUNK))
-        session = self.decode_session if decode and B < self.wide_decode else self.prefill_session
+        wide = self.wide_decode is not None and B >= self.wide_decode
+        session = self.decode_session if decode and not wide else self.prefill_session
         io = session.io_binding()
         io.bind_cpu_input("input_ids", np.ascontiguousarray(ids, np.int64))
         io.bind_cpu_input("seqlens_k", (kv.lengths + S - 1).astype(np.int32))
