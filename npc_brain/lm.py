@@ -206,9 +206,7 @@ class KVPool:
         in place, and the row is already where `place` wants it (one copy per line, not two)."""
         if key in self.ids:
             raise ValueError(f"row {key} is already in the pool")
-        if self.kv is not None and capacity > self.kv.capacity:
-            self._resize(self.kv.batch, _round_up(capacity))
-        self._add(key, cache, capacity)
+        self._add(key, cache, capacity)  # grows the pool when the row needs more room
         return self.kv.row(len(self.ids) - 1)
 
     def _drop(self, i: int) -> None:
