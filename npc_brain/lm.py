@@ -44,6 +44,13 @@ WIDE_DECODE: int | None = None
 #: Cache buffers grow in steps of this many positions (a re-allocation copies the cache).
 CHUNK = 64
 
+#: The row pool starts with room for this many positions per row and grows by half when a
+#: row needs more. Growing copies every live row into new memory, and on a VM the first
+#: touch of new memory costs far more than the copy (measured here: about 10 ms per MB, a
+#: second and more for a pool of 8 conversations), so the pool is sized for a long persona
+#: and a line at once. Positions that are never written cost no memory.
+POOL_CAPACITY = 1024
+
 
 def _round_up(n: int) -> int:
     return max(CHUNK, -(-n // CHUNK) * CHUNK)
@@ -91,11 +98,14 @@ class KV:
         return KV.stack([self], capacity or max(self.length, 1))
 
     @staticmethod
-    def stack(rows: list["KV"], capacity: int | None = None) -> "KV":
+    def stack(rows: list["KV"], capacity: int | None = None, batch: int | None = None) -> "KV":
         """Copy the filled part of every row into one new batch (done when the batch changes);
-        the batch keeps the largest row's room unless `capacity` says otherwise."""
+        the batch keeps the largest row's room unless `capacity` says otherwise, and has
+        `batch` rows in all when asked for spare ones (empty: length 0)."""
         lengths = np.concatenate([r.lengths for r in rows]).astype(np.int64)
-        cap = max(capacity or max(r.capacity for r in rows), int(lengths.max()))
+        cap = max(capacity or max(r.capacity for r in rows), int(lengths.max()) if lengths.size else 0)
+        n = len(lengths)
+        lengths = np.concatenate([lengths, np.zeros(max(0, (batch or n) - n), np.int64)])
         first = rows[0].keys[0]
         shape = (len(lengths), first.shape[1], cap, first.shape[3])
 
@@ -222,28 +232,17 @@ class KVPool:
     def _add(self, key: int, cache: KV, capacity: int = 0) -> None:
         n = len(self.ids)
         need = max(cache.capacity, capacity)
-        if self.kv is None:
-            self.kv = KV([], [], np.zeros(0, np.int64))
-            self._resize(16, _round_up(need), like=cache)  # untouched pages cost nothing
-        elif n == self.kv.batch or need > self.kv.capacity:  # grow (rare)
-            self._resize(self.kv.batch if n < self.kv.batch else 2 * n, _round_up(max(need, self.kv.capacity)))
+        if self.kv is None:  # untouched pages cost nothing: room for 16 rows of a long line
+            self.kv = KV.stack([cache.rows(0, 0)], _round_up(max(need, POOL_CAPACITY)), batch=16)
+        elif n == self.kv.batch or need > self.kv.capacity:  # grow (rare: see POOL_CAPACITY)
+            cap = self.kv.capacity if need <= self.kv.capacity else _round_up(max(need, self.kv.capacity * 3 // 2))
+            self._resize(self.kv.batch if n < self.kv.batch else 2 * n, cap)
         L = int(cache.lengths[0])
         for dst, src in zip(self.kv.keys + self.kv.values, cache.keys + cache.values):
             dst[n, :, :L] = src[0, :, :L]
         self.kv.lengths[n] = L
         self.ids.append(key)
 
-    def _resize(self, rows: int, capacity: int, like: KV | None = None) -> None:
+    def _resize(self, rows: int, capacity: int) -> None:
         """New buffers of (rows, capacity) holding the live rows."""
-        old, n = self.kv, len(self.ids)
-        first = (like or old).keys[0]
-        shape = (rows, first.shape[1], capacity, first.shape[3])
-        count = len((like or old).keys)
-        new = KV([np.empty(shape, np.float32) for _ in range(count)],  # only filled positions are read
-                 [np.empty(shape, np.float32) for _ in range(count)], np.zeros(rows, np.int64))
-        for b in range(n):
-            L = int(old.lengths[b])
-            for dst, src in zip(new.keys + new.values, old.keys + old.values):
-                dst[b, :, :L] = src[b, :, :L]
-        new.lengths[:n] = old.lengths[:n]
-        self.kv = new
+        self.kv = KV.stack([self.kv.rows(0, len(self.ids))], capacity, batch=rows)

@@ -181,7 +181,7 @@ class LineSampler:
             return int(np.argmax(logits))
         z = logits / self.opt.temperature
         k = self.opt.top_k if 0 < self.opt.top_k < z.size else z.size
-        idx = np.argpartition(-z, k - 1)[:k]
+        idx = top_k_ids(z, k)
         idx = idx[np.argsort(-z[idx], kind="stable")]
         p = np.exp(z[idx] - z[idx[0]])
         p /= p.sum()
@@ -189,6 +189,27 @@ class LineSampler:
             keep = int(np.searchsorted(np.cumsum(p), self.opt.top_p) + 1)
             idx, p = idx[:keep], p[:keep] / p[:keep].sum()
         return int(idx[self.rng.choice(len(idx), p=p)]) if np.isfinite(p).all() else int(idx[0])
+
+
+def top_k_ids(z: np.ndarray, k: int) -> np.ndarray:
+    """Ids of the k largest entries of `z`, in no particular order.
+
+    Partitioning the whole vocabulary costs about half a millisecond per row and step, more
+    than the rest of sampling together. The k largest all lie within some distance of the
+    maximum, so one cheap comparison finds a short candidate list first: if at least k
+    entries are within `gap` of the top, every entry outside is smaller than all of them and
+    the top k are among the candidates (exact, not an approximation). The gap widens until
+    that holds."""
+    if k >= z.size:
+        return np.arange(z.size)
+    top = z.max()
+    if not np.isfinite(top):
+        return np.argpartition(-z, k - 1)[:k]
+    for gap in (8.0, 32.0, 128.0):
+        cand = np.flatnonzero(z >= top - gap)
+        if cand.size >= k:
+            return cand[np.argpartition(-z[cand], k - 1)[:k]]
+    return np.argpartition(-z, k - 1)[:k]
 
 
 def catchphrase_token_ids(tok: Tokenizer, catchphrases: Sequence[str]) -> list[int]:

@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 
 from npc_brain.config import GenerationOptions
-from npc_brain.sampler import BannedWords, LineSampler, TokenTexts, catchphrase_token_ids, emotion_trie
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from npc_brain.sampler import BannedWords, LineSampler, TokenTexts, catchphrase_token_ids, emotion_trie, top_k_ids
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +180,19 @@ def test_no_markup_and_no_empty_start_after_the_tag(texts):
         first = s.next_token(z)
         assert first not in (star, stop) and "*" not in s.text
         assert not set(texts.texts[first]) & set("[]*(){}<>")
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**31), k=st.integers(1, 300), scale=st.sampled_from([0.1, 1.0, 10.0, 200.0]),
+       masked=st.floats(0.0, 0.99), ties=st.booleans())
+def test_top_k_ids_finds_the_k_largest(seed, k, scale, masked, ties):
+    """The candidate shortcut returns exactly the k largest values, whatever the spread of
+    the logits (flat, peaked, mostly masked to -inf, with ties)."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=2000) * scale
+    if ties:
+        z = np.round(z)
+    z[rng.random(z.size) < masked] = -np.inf
+    got = top_k_ids(z, k)
+    assert len(got) == min(k, z.size) and len(set(got.tolist())) == len(got)
+    assert np.array_equal(np.sort(z[got]), np.sort(z)[z.size - len(got):])
