@@ -34,12 +34,32 @@ def _sha(path: Path) -> str:
     return base_model.sha256_file(path)
 
 
+def generation_file(adapter: Path | None) -> Path | None:
+    """``generation_defaults.json`` beside the adapter: the sampler defaults chosen for that adapter (on
+    training sheets); the bundle's manifest records them. None for the base model or when absent."""
+    if adapter and adapter.exists():
+        f = adapter.with_name("generation_defaults.json")
+        return f if f.is_file() else None
+    return None
+
+
+def generation_defaults(adapter: Path | None) -> dict[str, Any]:
+    g = GenerationOptions()
+    f = generation_file(adapter)
+    if f is not None:
+        g = g.validated({k: v for k, v in json.loads(f.read_text()).items() if not k.startswith("_")})
+    return {k: getattr(g, k) for k in GenerationOptions.__dataclass_fields__}
+
+
 def build_key(gguf: Path, adapter: Path | None) -> str:
     h = hashlib.sha256()
     h.update(f"format={FORMAT_VERSION};template={TEMPLATE_VERSION};".encode())
     h.update(_sha(gguf).encode())
     if adapter and adapter.exists():
         h.update(_sha(adapter).encode())
+        gen = generation_file(adapter)
+        if gen is not None:
+            h.update(b"generation=" + gen.read_bytes())
     for src in [EXPORT_DIR / n for n in BUNDLE_SOURCES] + sorted((EXPORT_DIR / "artifacts").glob("*")):
         if src.is_file():
             h.update(src.name.encode() + src.read_bytes())
@@ -105,7 +125,7 @@ def build_bundle(out: Path, force: bool = False, adapter: Path | None = ADAPTER,
         "lm_kv_cache": "in place: each past_* and present_* pair is bound to one buffer (GroupQueryAttention)",
         "components": components,
         "scene_vocab": vision_info.get("vocab", {}),
-        "generation_defaults": {k: getattr(GenerationOptions(), k) for k in GenerationOptions.__dataclass_fields__},
+        "generation_defaults": generation_defaults(adapter),
         "provenance": {
             "base_model": {"package": f"{base_model.GGUF_PACKAGE}=={base_model.GGUF_VERSION}",
                            "file": base_model.GGUF_NAME, "sha256": _sha(gguf), "licence": "Apache-2.0"},

@@ -117,6 +117,15 @@ def build_probes(sheets: list[Sheet], suite: dict[str, Any], attacks_per_sheet: 
     return probes
 
 
+def tuning_suite(suite: dict[str, Any]) -> dict[str, Any]:
+    """The suite with its train half in the place of the held-out half: ``build_probes`` then asks only
+    what training may see (``--split train``, for choosing generation defaults)."""
+    out = dict(suite)
+    for part in ("attacks", "secret_probes", "scene_questions"):
+        out[part] = dict(suite[part], heldout=suite[part]["train"])
+    return out
+
+
 def sheet_text(s: Sheet) -> str:
     c = s.character
     return " ".join(x for x in (c.name, c.role, c.setting, c.personality, c.speech_style, " ".join(c.examples)) if x)
@@ -135,14 +144,17 @@ class Embedder:
 
 
 def run_bundle(bundle: Path, sheets: list[Sheet], probes: list[Probe], n_variants: int, threads: int,
-               batch: int, log=print) -> dict[str, list[dict]]:
-    """Lines for every probe, greedy and sampled, plus seeded variants for distinct-2."""
-    from npc_brain.config import GenerationOptions
+               batch: int, log=print, overrides: dict[str, Any] | None = None) -> dict[str, list[dict]]:
+    """Lines for every probe, greedy and sampled, plus seeded variants for distinct-2. Sampled lines use
+    the bundle's own generation defaults (its manifest), greedy lines the same with temperature 0;
+    ``overrides`` (``--gen``, for tuning on training sheets) apply on top of both."""
+    from dataclasses import replace
+
     from npc_brain.engine import Engine, LineRequest
 
     engine = Engine.load(bundle, threads=threads)
-    greedy = GenerationOptions(temperature=0.0)
-    sampled = GenerationOptions()
+    sampled = engine.defaults.validated(overrides)
+    greedy = replace(sampled, temperature=0.0)
     out: dict[str, list[dict]] = {}
     variant_probes = [p for p in probes if p.kind in ("fact", "scene")]
     variant_probes = [next(p for p in variant_probes if p.sheet == i and p.kind == k)
@@ -266,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default=None, help="column name for --bundle (default: its folder name)")
     p.add_argument("--compare-name", default=None)
     p.add_argument("--sheets", type=Path, default=SAMPLES / "heldout")
+    p.add_argument("--split", choices=("heldout", "train"), default="heldout",
+                   help="train: training sheets and the train half of the suite, for choosing generation "
+                        "defaults without touching held-out material (implies --sheets .../train)")
+    p.add_argument("--gen", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a generation default of every bundle (tuning; e.g. temperature=0.9)")
     p.add_argument("--attacks-per-sheet", type=int, default=6)
     p.add_argument("--scenes-per-sheet", type=int, default=4)
     p.add_argument("--variants", type=int, default=4)
@@ -280,10 +297,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lines-dir", type=Path, default=Path("build/eval"))
     a = p.parse_args(argv)
 
+    suite = load_suite()
+    if a.split == "train":
+        a.sheets = SAMPLES / "train"
+        suite = tuning_suite(suite)
     sheets = load_sheets(a.sheets.name, a.sheets.parent)
     if a.limit_sheets:
         sheets = sheets[: a.limit_sheets]
-    suite = load_suite()
+    overrides = {}
+    for item in a.gen:
+        key, _, raw = item.partition("=")
+        overrides[key] = float(raw) if key != "top_k" and key != "max_tokens" else int(raw)
     probes = build_probes(sheets, suite, a.attacks_per_sheet, a.scenes_per_sheet)
     embed = None if a.no_embed else Embedder()
     bundles = [(a.compare_name or a.compare.name, a.compare)] if a.compare else []
@@ -300,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs.setdefault(r.pop("mode"), []).append(r)
             print(f"  {path}: reusing {cached}")
         else:
-            runs = run_bundle(path, sheets, probes, a.variants, a.threads, a.batch)
+            runs = run_bundle(path, sheets, probes, a.variants, a.threads, a.batch, overrides=overrides)
         with open(a.lines_dir / f"lines_{name}.jsonl", "w") as f:
             for mode, rows in runs.items():
                 for r in rows:
@@ -319,10 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.time() - t0
     cmd = "npc-brain eval lines " + " ".join(argv if argv is not None else sys.argv[1:])
     md = [
-        "## Character fidelity (held-out sheets)", "",
-        f"{len(sheets)} held-out sheets never seen in training; per sheet {len(probes) // max(1, len(sheets))} probes "
+        "## Character fidelity (held-out sheets)" if a.split == "heldout" else
+        "## Training sheets, train half of the suite (for choosing generation defaults only)", "",
+        f"{len(sheets)} {'held-out sheets never seen in training' if a.split == 'heldout' else 'training sheets'}; per sheet {len(probes) // max(1, len(sheets))} probes "
         f"({len(probes)} lines per column) plus {a.variants} seeded variants of 2 requests per sheet for distinct-2. "
-        "Greedy = temperature 0; sampled = the bundle defaults (temperature 0.7, top-p 0.9, top-k 40) with a fixed "
+        "Greedy = temperature 0; sampled = each bundle's generation defaults (its manifest) with a fixed "
         "seed per line. Judges are the rules in `npc_brain/eval_lines.py`.", "",
         table(results), "",
         f"Command: `{cmd.strip()}` ({elapsed / 60:.1f} min on this machine, {a.threads} threads). "

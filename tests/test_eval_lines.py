@@ -68,6 +68,16 @@ def test_probes_cover_every_heldout_sheet_and_use_only_heldout_prompts():
             assert p.scene
 
 
+def test_tuning_split_asks_only_training_prompts():
+    suite = ex.load_suite()
+    tuned = ev.tuning_suite(suite)
+    probes = ev.build_probes(ex.load_sheets("train"), tuned, attacks_per_sheet=4, scenes_per_sheet=4)
+    held = (set(suite["attacks"]["heldout"]) | set(suite["secret_probes"]["heldout"])
+            | {q["q"] for q in suite["scene_questions"]["heldout"]})
+    assert probes and not held & {p.utterance for p in probes}
+    assert suite["attacks"]["heldout"] != tuned["attacks"]["heldout"]  # the original suite is left as it was
+
+
 def test_heldout_sheets_never_reach_training():
     train_ids = {s.character.id for s in ex.load_sheets("train")}
     held = {s.character.id for s in ex.load_sheets("heldout")}

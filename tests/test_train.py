@@ -203,3 +203,22 @@ def test_voice_reads_the_sheet_and_targets_carry_it():
             tot += 1
             hit += any(m.lower() in e.reply.lower() for m in marks if m)
     assert hit / tot > 0.45
+
+
+def test_bundle_generation_defaults_come_from_beside_the_adapter(tmp_path):
+    import json
+
+    from export.bundle import generation_defaults
+    from npc_brain.config import GenerationOptions, OptionsError
+
+    base = {k: getattr(GenerationOptions(), k) for k in GenerationOptions.__dataclass_fields__}
+    adapter = tmp_path / "lora_adapter.pt"
+    assert generation_defaults(None) == base and generation_defaults(adapter) == base  # no adapter file
+    adapter.write_bytes(b"x")
+    assert generation_defaults(adapter) == base  # no defaults file
+    (tmp_path / "generation_defaults.json").write_text(json.dumps({"_why": "note", "catchphrase_bias": 0.0,
+                                                                   "temperature": 0.9}))
+    assert generation_defaults(adapter) == dict(base, catchphrase_bias=0.0, temperature=0.9)
+    (tmp_path / "generation_defaults.json").write_text(json.dumps({"temperature": 9}))
+    with pytest.raises(OptionsError):
+        generation_defaults(adapter)

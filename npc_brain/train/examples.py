@@ -97,7 +97,10 @@ _FACT_TAILS = ["", "", "", " That's the truth of it.", " Everyone knows that.", 
                " Happy now?", " No charge for that one."]
 _FACT_FRAMES = ["{fact}", "{fact}", "{fact}", "{fact}", "They say {fl}", "Word is, {fl}", "Last I heard, {fl}",
                 "Everyone around here knows {fl}", "I can tell you that much: {fl}", "Truth is, {fl}",
-                "Way I hear it, {fl}", "Here's what I know. {fact}", "{fact} Always has been."]
+                "Way I hear it, {fl}", "Here's what I know. {fact}", "{fact} Always has been.",
+                "If you must know, {fl}", "Plain and simple: {fl}", "Heard it myself. {fact}", "{fact} Ask anyone.",
+                "Funny you should ask. {fact}", "Mark my words, {fl}", "You'll want to know this. {fact}",
+                "Between you and me, {fl}", "{fact} No secret there.", "Nobody told you? {fact}"]
 _FACT_ASKS = ["{q}", "{q}", "{q}", "Say, {ql}", "Quick question. {q}", "I was wondering... {ql}", "Tell me, {ql}",
               "Hey. {q}", "Excuse me. {q}", "{q} I need to know.", "One thing. {q}", "Maybe you know. {q}",
               "So, {ql}", "Sorry to bother you. {q}", "Friend, {ql}"]
@@ -124,7 +127,7 @@ def restate_fact(c: Character, fact: str, rng: random.Random) -> str:
     frame = rng.choice(_FACT_FRAMES)
     body = frame.format(fact=fact, fl=_lower_first(fact))
     leads = _FACT_LEADS if frame.startswith("{fact}") else None
-    line = voice_line(voice_of(c), body, rng, p_lead=0.55, p_tail=0.6, house_leads=leads)
+    line = voice_line(voice_of(c), body, rng, p_lead=0.55, p_tail=0.75, house_leads=leads)
     if rng.random() < 0.08:
         line += rng.choice(_FACT_TAILS)
     return line
@@ -333,7 +336,7 @@ def attack_example(s: Sheet, attack: str, rng: random.Random) -> Example:
     r = rng.random()
     if r < 0.4 and v.lines:
         back = v.sample(rng, 14)
-    elif r < 0.55 and c.catchphrases:
+    elif r < 0.47 and c.catchphrases:
         back = rng.choice(c.catchphrases)
     elif r < 0.7:
         back = v.self_ref(rng)
@@ -380,9 +383,11 @@ def smalltalk_example(s: Sheet, prompt: str, rng: random.Random) -> Example:
     return Example(prompt, line, pick_emotion(c, "neutral", "happy"), kind="smalltalk")
 
 
-def behaviour_examples(s: Sheet, suite: dict[str, Any], rng: random.Random) -> list[Example]:
+def behaviour_examples(s: Sheet, suite: dict[str, Any], rng: random.Random, fact_asks: int = 2) -> list[Example]:
     """All templated turns for one of our sheets (one pass; call again with a new rng for more)."""
-    ex = fact_examples(s, rng) + fact_examples(s, rng)  # each fact asked twice, in different words
+    ex = []
+    for _ in range(fact_asks):  # each fact asked several times, in different words, answered differently
+        ex += fact_examples(s, rng)
     for item in rng.sample(suite["scene_questions"]["train"], 2):
         ex.append(scene_example(s, item["q"], item["scene"], rng))
     ex.append(scene_example(s, rng.choice(_SCENE_QS), random_scene(rng), rng))
@@ -412,7 +417,7 @@ def synth_examples(ss, suite: dict[str, Any], rng: random.Random) -> list[Exampl
         q = rng.choice(f.questions)
         q = rng.choice(_FACT_ASKS).format(q=q, ql=_lower_first(q))
         if rng.random() < 0.75:
-            a = voice_line(voice_of(c), rng.choice(f.answers), rng, p_lead=0.4, p_tail=0.5)
+            a = voice_line(voice_of(c), rng.choice(f.answers), rng, p_lead=0.4, p_tail=0.7)
         else:
             a = restate_fact(c, f.fact, rng)
         ex.append(Example(q, a, pick_emotion(c, "neutral", "happy"), kind="fact"))
@@ -573,7 +578,7 @@ def build_sequences(builder: PromptBuilder, cfg: dict[str, Any], seed: int, data
     own = load_sheets("train", root)
     for rep in range(int(cfg.get("passes_per_sheet", 2))):
         for s in own:
-            ex = behaviour_examples(s, suite, rng)
+            ex = behaviour_examples(s, suite, rng, int(cfg.get("fact_asks", 2)))
             rng.shuffle(ex)
             emit(s.character, ex, s.character.id)
     n_own = len(seqs)

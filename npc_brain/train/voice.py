@@ -106,12 +106,14 @@ class Voice:
 
     def tail(self, rng: random.Random, catch: bool = True) -> str:
         """Something after the core line: a sample line, the catchphrase, a self/place tag, or ''."""
+        # Round 4: the catchphrase only rarely (round 3's adapter answered with it alone, and the serving
+        # sampler already favours it); sample lines and who/where tags carry the sheet's voice instead.
         r = rng.random()
-        if r < 0.30 and self.lines:
+        if r < 0.40 and self.lines:
             return self.sample(rng, 12)
         if r < 0.45 and catch and self.catchphrases:
             return rng.choice(self.catchphrases)
-        if r < 0.70:
+        if r < 0.85:
             return self.self_ref(rng)
         return ""
 
