@@ -47,10 +47,12 @@ def cmd_say(a: argparse.Namespace) -> int:
     scene = _scene_args(a.scene)
     if a.connect:
         from npc_brain.client import Client, ClientError
+        from npc_brain.keys import client_curve_from_args
 
+        curve = client_curve_from_args(a.connect, a.curve_client_secret, a.curve_server_public)
         shot = Path(a.screenshot).read_bytes() if a.screenshot else None
         try:
-            with Client(a.connect) as c:
+            with Client(a.connect, timeout_s=a.timeout, curve=curve) as c:
                 rep = c.say(a.npc or character.id, a.utterance, character=character.to_dict(), scene=scene,
                             screenshot=shot, seed=a.seed, options=_options(a))
         except ClientError as e:
@@ -109,6 +111,8 @@ def _delegate(module: str, argv: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from npc_brain.keys import add_client_curve_args
+
     p = argparse.ArgumentParser(prog="npc-brain", description="Local NPC dialogue backend.")
     p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE_DIR, help="model bundle folder (default: %(default)s)")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -126,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int)
     s.add_argument("--npc", help="npc id (default: the sheet's id)")
     s.add_argument("--connect", help="ask a running daemon instead, e.g. tcp://127.0.0.1:5555")
+    s.add_argument("--timeout", type=float, default=30.0, help="with --connect: seconds to wait for each try")
+    add_client_curve_args(s)
     s.add_argument("--json", action="store_true", help="print the whole reply as JSON")
     for opt, typ in (("temperature", float), ("top_p", float), ("top_k", int), ("repetition_penalty", float),
                      ("max_tokens", int)):

@@ -68,6 +68,10 @@ def say_msg(npc: str, utterance: str, *, request_id: str, character: dict | None
     return msg
 
 
+NO_PEER = ("is the daemon running at that address, and does it need CurveZMQ keys "
+           "(--curve-client-secret / --curve-server-public, or Client(curve=...))?")
+
+
 def _socket(ctx: zmq.Context, address: str, curve: tuple[bytes, bytes, bytes] | None) -> zmq.Socket:
     s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
@@ -122,7 +126,7 @@ class _Tries:
 
     def gave_up(self) -> ClientError:
         return ClientError("TIMEOUT", f"no reply to {self.msg.get('type')} {self.rid} "
-                                      f"after {self.retries + 1} tries")
+                                      f"after {self.retries + 1} tries: {NO_PEER}")
 
 
 class Client:
@@ -144,7 +148,16 @@ class Client:
         self.sock.close(linger=0)
 
     def send(self, msg: dict[str, Any]) -> None:
-        self.sock.send(P.encode(msg))
+        if not self._send(P.encode(msg), self.timeout_s):
+            raise ClientError("TIMEOUT", f"could not send to the daemon for {self.timeout_s:.0f}s: {NO_PEER}")
+
+    def _send(self, frame: bytes, timeout_s: float) -> bool:
+        """Send unless no daemon takes the frame within `timeout_s`. A DEALER with no
+        connected peer (daemon down, or a CURVE handshake it refused) would block forever."""
+        if not self.sock.poll(int(timeout_s * 1000), zmq.POLLOUT):
+            return False
+        self.sock.send(frame)
+        return True
 
     def recv(self, timeout_s: float) -> dict[str, Any] | None:
         if not self.sock.poll(int(timeout_s * 1000)):
@@ -155,8 +168,9 @@ class Client:
         """Send `msg` and wait for its terminal reply, re-sending on silence (same id)."""
         tries = _Tries(msg, self.retries, on_partial)
         for attempt in tries.attempts():
-            self.sock.send(tries.frame)
             end = time.monotonic() + self.timeout_s
+            if not self._send(tries.frame, self.timeout_s):
+                continue  # nobody to send to: as good as silence
             while (left := end - time.monotonic()) > 0:
                 rep = self.recv(left)
                 if rep is None:
@@ -208,7 +222,8 @@ class Client:
     def wait_ready(self, timeout_s: float = 120.0) -> dict[str, Any]:
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
-            self.send({"v": P.PROTOCOL_VERSION, "type": "health", "id": "ready-probe"})
+            if not self._send(P.encode({"v": P.PROTOCOL_VERSION, "type": "health", "id": "ready-probe"}), 1.0):
+                continue
             rep = self.recv(1.0)
             if rep and rep.get("type") == "health" and rep.get("ready"):
                 return rep
@@ -253,7 +268,10 @@ class AsyncClient:
         self.waiters[tries.rid] = q
         try:
             for attempt in tries.attempts():
-                await self.sock.send(tries.frame)
+                try:  # a DEALER with no connected daemon would wait forever to send
+                    await asyncio.wait_for(self.sock.send(tries.frame), self.timeout_s)
+                except asyncio.TimeoutError:
+                    continue
                 try:
                     while True:
                         rep = await asyncio.wait_for(q.get(), self.timeout_s)

@@ -68,6 +68,27 @@ def load_client_curve(client_secret_file: Path, server_public_file: Path) -> tup
     return pub, sec, server_pub
 
 
+def add_client_curve_args(p) -> None:
+    """The two flags a command that connects to a daemon or broker takes for CurveZMQ."""
+    p.add_argument("--curve-client-secret", type=Path, help="with --connect: this client's secret key file "
+                   "(the daemon must allow its public key); needed when the address is not loopback")
+    p.add_argument("--curve-server-public", type=Path, help="with --connect: the daemon's public key file")
+
+
+def client_curve_from_args(addr: str, client_secret: Path | None,
+                           server_public: Path | None) -> tuple[bytes, bytes, bytes] | None:
+    """CURVE keys for a client of `addr`, or None on loopback without keys. Raises SystemExit
+    with what to pass when the keys are incomplete or the address leaves the host without them:
+    the plain-text alternative is a client that waits for a reply that never comes."""
+    why = curve_refusal("connecting to", addr, {"--curve-client-secret": client_secret,
+                                                "--curve-server-public": server_public})
+    if why:
+        raise SystemExit(f"error: {why}")
+    if client_secret is None:
+        return None
+    return load_client_curve(client_secret, server_public)
+
+
 def curve_client(sock: zmq.Socket, curve: tuple[bytes, bytes, bytes]) -> None:
     """Make `sock` a CURVE client: (its public, its secret, the server's public)."""
     sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = curve

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from npc_brain.bench import write_section
 from npc_brain.config import DEFAULT_BUNDLE_DIR
+from npc_brain.keys import add_client_curve_args, client_curve_from_args
 
 ROOT = Path(__file__).resolve().parent.parent
 UTTERANCES = ["Good evening. What's the news around here?", "Can you help me with something?",
@@ -35,7 +36,8 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] if xs else float("nan")
 
 
-def run_level(addr: str, sheets: list[dict], conversations: int, turns: int, max_tokens: int) -> dict:
+def run_level(addr: str, sheets: list[dict], conversations: int, turns: int, max_tokens: int,
+              curve: tuple[bytes, bytes, bytes] | None = None) -> dict:
     from npc_brain.client import Client
 
     ttfp, total, tokens = [], [], []
@@ -48,7 +50,7 @@ def run_level(addr: str, sheets: list[dict], conversations: int, turns: int, max
     def convo(i: int) -> None:
         sheet = sheets[i % len(sheets)]
         try:
-            with Client(addr, timeout_s=300, retries=20) as c:
+            with Client(addr, timeout_s=300, retries=20, curve=curve) as c:
                 ref = c.register(sheet)
                 c.say(sheet.get("id", "npc"), "Hello.", character_ref=ref, session=f"warm{i}", seed=i,
                       options={"max_tokens": 4})  # persona now cached: we measure the hit path
@@ -85,7 +87,8 @@ def run_level(addr: str, sheets: list[dict], conversations: int, turns: int, max
             "line_p95": pct(total, 0.95), "lines_per_s": len(total) / wall, "tokens_per_s": sum(tokens) / wall}
 
 
-def persona_cache_effect(addr: str, sheets: list[dict], reps: int, max_tokens: int = 16) -> dict:
+def persona_cache_effect(addr: str, sheets: list[dict], reps: int, max_tokens: int = 16,
+                         curve: tuple[bytes, bytes, bytes] | None = None) -> dict:
     """Prefill ms of a line whose sheet the daemon has never seen (miss: the persona prefix is
     computed) against the next line of the same sheet (hit: the prefix comes from the cache).
 
@@ -99,7 +102,7 @@ def persona_cache_effect(addr: str, sheets: list[dict], reps: int, max_tokens: i
     from npc_brain.client import Client
 
     hit, miss = [], []
-    with Client(addr, timeout_s=120) as c:
+    with Client(addr, timeout_s=120, curve=curve) as c:
         for k in range(3 * reps):
             if len(miss) == reps:
                 break
@@ -127,12 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--turns", type=int, default=3)
     p.add_argument("--max-tokens", type=int, default=30)
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "figures.md")
+    add_client_curve_args(p)
     a = p.parse_args(argv)
     import yaml
 
     sheets = [yaml.safe_load(open(f)) for f in sorted((ROOT / "samples" / "characters").glob("*.yaml"))]
     proc = None
     addr = a.connect
+    curve = client_curve_from_args(addr, a.curve_client_secret, a.curve_server_public) if addr else None
     if not addr:
         addr = "tcp://127.0.0.1:5577"
         proc = subprocess.Popen([sys.executable, "-m", "npc_brain.daemon", "--bundle", str(a.bundle), "--bind", addr,
@@ -140,17 +145,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from npc_brain.client import Client
 
-        with Client(addr) as c:
+        with Client(addr, curve=curve) as c:
             c.wait_ready(300)
         rows = []
         for n in [int(x) for x in a.levels.split(",")]:
-            r = run_level(addr, sheets, n, a.turns, a.max_tokens)
+            r = run_level(addr, sheets, n, a.turns, a.max_tokens, curve)
             rows.append(r)
             print(f"{n:>3} conversations: first partial p50 {r['ttfp_p50'] * 1000:.0f} ms p95 {r['ttfp_p95'] * 1000:.0f} ms; "
                   f"line p50 {r['line_p50'] * 1000:.0f} ms p95 {r['line_p95'] * 1000:.0f} ms; "
                   f"{r['lines_per_s']:.2f} lines/s, {r['tokens_per_s']:.1f} tokens/s; errors {len(r['errors'])}",
                   flush=True)
-        pc = persona_cache_effect(addr, sheets, 4)
+        pc = persona_cache_effect(addr, sheets, 4, curve=curve)
         print(f"persona prefix: miss {pc['miss_p50']:.0f} ms, hit {pc['hit_p50']:.0f} ms (prefill, p50 of {pc['n']})")
     finally:
         if proc:

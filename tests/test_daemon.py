@@ -328,8 +328,27 @@ def test_curve_right_wrong_and_no_key(bundle_dir, sheets, tmp_path):
         with Client(addr, timeout_s=3, retries=0) as c:
             with pytest.raises(ClientError):
                 c.status()
+        # the command line client takes the same keys
+        say = [sys.executable, "-m", "npc_brain.cli", "say", "Hello?", "--character",
+               str(SAMPLES / "brom_blacksmith.yaml"), "--connect", addr, "--max-tokens", "8", "--seed", "1"]
+        keys = ["--curve-client-secret", str(tmp_path / "k" / "client.key_secret"),
+                "--curve-server-public", str(tmp_path / "k" / "server.key")]
+        r = subprocess.run(say + keys + ["--json"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["text"]
+        r = subprocess.run(say + ["--timeout", "2"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and "TIMEOUT" in r.stderr
+        r = subprocess.run(say + keys[:2], capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and "--curve-server-public" in r.stderr
     finally:
         assert stop(proc) == 0
+
+
+def test_say_refuses_a_remote_daemon_without_keys():
+    r = subprocess.run([sys.executable, "-m", "npc_brain.cli", "say", "Hi", "--character",
+                        str(SAMPLES / "brom_blacksmith.yaml"), "--connect", "tcp://10.1.2.3:5555"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "CurveZMQ" in r.stderr and "--curve-client-secret" in r.stderr
 
 
 def test_non_loopback_bind_without_curve_is_refused(bundle_dir):
