@@ -14,6 +14,16 @@ sets a fire a few nodes ahead (-> danger fire). For each set-up it writes ``read
 world folder; this script grabs the X display, saves the PNG and writes ``ack``; the mod then checks
 the HP did not change meanwhile and appends the label line. Labels therefore come from the set-up,
 not from looking at the picture. Weather and creatures are not labelled (minetest_game has neither).
+
+    apt-get install -y --no-install-recommends wesnoth-1.16-core
+    python scripts/capture_screens.py wesnoth --shots 150 --seed 1 --out build/vision/real/wesnoth
+
+Wesnoth (top-down hex maps, a third art style): a generated one-scenario campaign add-on walks a plan
+made here from the multiplayer maps: per shot it loads a map, sets Wesnoth's own time-of-day tint
+(morning / afternoon -> day, dusk -> dusk, first / second watch -> night; dawn is not used), places a
+few units near the view centre (-> creatures) and scrolls there. A view whose hexes are >= 70% cave /
+interior terrain is indoor (underground tint, time unlabelled), one with <= 5% is outdoor; the place is
+the dominant terrain class where it covers half the view.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from PIL import ImageGrab
 
@@ -221,6 +232,17 @@ def _wait_file(path: Path, timeout: float, proc: subprocess.Popen) -> bool:
     return False
 
 
+def _stop(game: subprocess.Popen, xvfb: subprocess.Popen | None = None) -> None:
+    game.terminate()
+    try:
+        game.wait(10)
+    except subprocess.TimeoutExpired:
+        game.kill()
+    if xvfb is not None:
+        xvfb.terminate()
+        xvfb.wait(5)
+
+
 def capture_minetest(out: Path, shots: int, seed: int, width: int, height: int, per_spot: int,
                      display: int, timeout: float) -> int:
     out.mkdir(parents=True, exist_ok=True)
@@ -282,13 +304,7 @@ def capture_minetest(out: Path, shots: int, seed: int, width: int, height: int, 
                 print(f"  minetest seed {seed}: {got}/{shots}", file=sys.stderr)
         time.sleep(0.5)
     finally:
-        game.terminate()
-        try:
-            game.wait(10)
-        except subprocess.TimeoutExpired:
-            game.kill()
-        xvfb.terminate()
-        xvfb.wait(5)
+        _stop(game, xvfb)
     kept = 0
     lines = (world / "labels.jsonl").read_text().splitlines() if (world / "labels.jsonl").exists() else []
     with (out / "labels.jsonl").open("a") as fh:
@@ -405,9 +421,294 @@ def capture_flare(out: Path, views: int, seed: int, width: int, height: int, dis
     return kept
 
 
+WESNOTH_DATA = Path("/usr/share/games/wesnoth/1.16/data")
+# Wesnoth's own time-of-day tints (data/core/macros/schedules.cfg); dawn is left out (neither day nor
+# dusk in our vocabulary), the two night watches are both "night".
+WESNOTH_TOD = {
+    "day": [{"id": "morning", "red": 0, "green": 0, "blue": 0, "lawful_bonus": 25},
+            {"id": "afternoon", "red": 0, "green": 0, "blue": 0, "lawful_bonus": 25}],
+    "dusk": [{"id": "dusk", "red": 10, "green": -20, "blue": -35, "lawful_bonus": 0}],
+    "night": [{"id": "first_watch", "red": -75, "green": -45, "blue": -13, "lawful_bonus": -25},
+              {"id": "second_watch", "red": -75, "green": -45, "blue": -13, "lawful_bonus": -25}],
+    "underground": [{"id": "underground", "red": -60, "green": -45, "blue": -25, "lawful_bonus": -25}],
+}
+# unit types placed near the view centre -> the creatures tag
+WESNOTH_UNITS = {
+    "wolves": ["Wolf", "Great Wolf", "Goblin Knight", "Wolf Rider"],
+    "undead": ["Skeleton", "Skeleton Archer", "Ghoul", "Ghost", "Walking Corpse", "Revenant"],
+    "dragon": ["Fire Dragon", "Sky Drake", "Drake Fighter"],
+    "soldiers": ["Spearman", "Swordsman", "Bowman", "Heavy Infantryman", "Cavalryman", "Orcish Grunt"],
+}
+
+
+def _terrain_class(code: str) -> str:
+    """Wesnoth terrain code -> cave / interior / forest / water / desert / snow / mountain / field / village."""
+    code = code.strip().split(" ")[-1]  # "1 Kh" (a starting position) -> "Kh"
+    base, _, overlay = code.partition("^")
+    if base[:1] in ("U", "Q") or base in ("Xu", "Xuc", "Xue", "Xuce", "Tb") or base.startswith(("Cu", "Ku")):
+        return "cave"
+    if base[:1] == "I" or base.startswith("Xo"):
+        return "interior"
+    if base[:1] == "X":
+        return "cave"
+    if overlay.startswith("F"):
+        return "forest"
+    if overlay.startswith("V"):
+        return "village"
+    if base[:1] == "W" or base.startswith("Ss"):
+        return "water"
+    if base[:1] == "D" or base == "Hd":
+        return "desert"
+    if base[:1] == "A" or base in ("Ha", "Ms"):
+        return "snow"
+    if base[:1] == "M" or base[:1] == "H":
+        return "mountain"
+    return "field"
+
+
+def wesnoth_maps() -> list[tuple[str, str, list[list[str]]]]:
+    out = []
+    paths = sorted((WESNOTH_DATA / "multiplayer" / "maps").glob("*.map"))
+    for path in paths:
+        text = path.read_text(errors="replace").strip()
+        rows = [[c.strip() for c in line.split(",")] for line in text.splitlines() if "," in line]
+        if len(rows) > 8 and all(len(r) == len(rows[0]) for r in rows):
+            out.append((path.stem, text, rows))
+    return out
+
+
+def _wesnoth_view(rows: list[list[str]], cx: int, cy: int, half_w: int = 5, half_h: int = 4) -> dict[str, float]:
+    """Share of each terrain class among the hexes around (cx, cy) (map coordinates, border = 0)."""
+    counts: dict[str, int] = {}
+    n = 0
+    for y in range(cy - half_h, cy + half_h + 1):
+        for x in range(cx - half_w, cx + half_w + 1):
+            if 0 <= y < len(rows) and 0 <= x < len(rows[0]):
+                k = _terrain_class(rows[y][x])
+                counts[k] = counts.get(k, 0) + 1
+                n += 1
+    return {k: v / n for k, v in counts.items()}
+
+
+def _lua_table(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_lua_table(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "{" + ", ".join(_lua_table(v) for v in value) + "}"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return str(value)
+
+
+WESNOTH_LUA = r"""
+local T = wml.tag
+for _, s in ipairs(PLAN) do
+  wml.fire("replace_map", {map_data = MAPS[s.map], expand = true, shrink = true})
+  wesnoth.schedule.replace({current_time = 0, T.time(s.tod)})
+  for _, u in ipairs(wesnoth.units.find_on_map({})) do u:erase() end
+  for _, u in ipairs(s.units) do
+    wesnoth.units.to_map({type = u.type, side = u.side, facing = u.facing}, u.x, u.y)
+  end
+  wesnoth.interface.scroll_to_hex(s.x, s.y, false, true)
+  wesnoth.interface.delay(700)
+  std_print("NPCB READY " .. s.id)
+  wesnoth.interface.delay(1300)
+  std_print("NPCB DONE " .. s.id)
+end
+std_print("NPCB FINISHED")
+"""
+
+
+def wesnoth_plan(shots: int, seed: int) -> tuple[list[dict[str, Any]], list[str], list[dict[str, Any]]]:
+    """Spots on the multiplayer maps with the labels they imply. A view is indoor when >= 70% of the
+    hexes around it are cave / interior terrain (lit by Wesnoth's underground schedule, time left
+    unlabelled) and outdoor when <= 5% are (lit by a day, dusk or night schedule); mixed views are skipped.
+    Place is labelled only where one terrain class covers >= 50% of the view."""
+    rng = random.Random(seed)
+    maps = wesnoth_maps()
+    plan, labels, map_texts, used = [], [], [], {}
+    indoor_spots, outdoor_spots = [], []
+    for mi, (name, _text, rows) in enumerate(maps):
+        if len(rows) < 12 or len(rows[0]) < 14:
+            continue
+        for _ in range(40):
+            # the view (about 11 x 9 hexes at 800x600) cannot scroll past the map's edge: keep the
+            # centre far enough inside that the hexes counted are the hexes shown
+            cy, cx = rng.randint(5, len(rows) - 6), rng.randint(6, len(rows[0]) - 7)
+            share = _wesnoth_view(rows, cx, cy)
+            inside = share.get("cave", 0) + share.get("interior", 0)
+            if inside >= 0.7:
+                indoor_spots.append((mi, cx, cy, share))
+            elif inside <= 0.05:
+                outdoor_spots.append((mi, cx, cy, share))
+    rng.shuffle(indoor_spots)
+    rng.shuffle(outdoor_spots)
+    n_in = min(len(indoor_spots), shots * 3 // 10)
+    spots = indoor_spots[:n_in] + outdoor_spots[:shots - n_in]
+    rng.shuffle(spots)
+    outdoor_place = {"forest": "forest", "water": "sea", "desert": "desert", "snow": "snow",
+                     "mountain": "mountain", "field": "field", "village": "town"}
+    for k, (mi, cx, cy, share) in enumerate(spots):
+        name, text, rows = maps[mi]
+        if mi not in used:
+            used[mi] = len(map_texts) + 1
+            map_texts.append(text)
+        top, top_share = max(share.items(), key=lambda kv: kv[1])
+        inside = share.get("cave", 0) + share.get("interior", 0) >= 0.7
+        if inside:
+            tkind, setting = "underground", "indoor"
+            place = ("cave" if share.get("cave", 0) >= share.get("interior", 0) else "dungeon")
+        else:
+            tkind, setting = rng.choice(["day", "dusk", "night"]), "outdoor"
+            place = outdoor_place.get(top) if top_share >= 0.5 else None
+        tod = dict(rng.choice(WESNOTH_TOD[tkind]))
+        units, creatures = [], set()
+        for _ in range(rng.choice([0, 0, 1, 2, 3])):
+            kind = rng.choice(sorted(WESNOTH_UNITS))
+            ux, uy = cx + rng.randint(-2, 2), cy + rng.randint(-1, 1)
+            if any((u["x"], u["y"]) == (ux, uy) for u in units):
+                continue
+            code = rows[uy][ux].split(" ")[-1]
+            if code.startswith(("X", "Q", "Mm^X", "W")) or "^X" in code:
+                continue
+            units.append({"type": rng.choice(WESNOTH_UNITS[kind]), "side": rng.randint(1, 2), "x": ux,
+                          "y": uy, "facing": rng.choice(["sw", "se", "s", "n"])})
+            creatures.add(kind)
+        plan.append({"id": k + 1, "map": used[mi], "x": cx, "y": cy, "tod": tod, "units": units})
+        labels.append({"place": place, "setting": setting,
+                       "time": None if tkind == "underground" else tkind, "weather": None, "danger": None,
+                       "creatures": sorted(creatures), "player": None,
+                       "_meta": {"map": name, "x": cx, "y": cy, "tod": tod["id"],
+                                 "share": {k2: round(v, 2) for k2, v in share.items()}}})
+    return plan, map_texts, labels
+
+
+def capture_wesnoth(out: Path, shots: int, seed: int, width: int, height: int, display: int,
+                    timeout: float) -> int:
+    """One game launch of a generated one-scenario campaign add-on whose start event walks a plan:
+    for each shot it loads a multiplayer map ([replace_map]), sets a one-slot time-of-day schedule
+    (Wesnoth's own day / dusk / night / underground tints), places a few units near the view centre
+    (-> creatures), scrolls there and prints ``NPCB READY k``; this script grabs the display and keeps
+    the frame only if ``NPCB DONE k`` (printed 1.3 s later, before the next set-up) had not yet
+    appeared when the grab finished."""
+    import queue
+    import threading
+
+    out.mkdir(parents=True, exist_ok=True)
+    work = (Path("build/vision/wesnoth_run") / f"seed{seed}").resolve()
+    if work.exists():
+        shutil.rmtree(work)
+    addon = work / "userdata" / "data" / "add-ons" / "npcb_capture"
+    addon.mkdir(parents=True)
+    plan, map_texts, labels = wesnoth_plan(shots, seed)
+    lua = ("PLAN = " + _lua_table(plan) + "\nMAPS = {" +
+           ",\n".join(f"[==[\n{t}\n]==]" for t in map_texts) + "}\n" + WESNOTH_LUA)
+    (addon / "capture.lua").write_text(lua)
+    first = map_texts[0]
+    (addon / "_main.cfg").write_text(f"""[campaign]
+    id=npcb_capture
+    name="npcb capture"
+    abbrev=npcb
+    define=CAMPAIGN_NPCB_CAPTURE
+    first_scenario=npcb_capture
+    [difficulty]
+        define=NORMAL
+        label="normal"
+        default=yes
+    [/difficulty]
+[/campaign]
+#ifdef CAMPAIGN_NPCB_CAPTURE
+[scenario]
+    id=npcb_capture
+    name="npcb capture"
+    map_data="{first}"
+    turns=unlimited
+    [time]
+        id=morning
+        lawful_bonus=25
+    [/time]
+    [side]
+        side=1
+        controller=human
+        no_leader=yes
+        fog=no
+        shroud=no
+        team_name=a
+    [/side]
+    [side]
+        side=2
+        controller=human
+        no_leader=yes
+        fog=no
+        shroud=no
+        team_name=b
+    [/side]
+    [event]
+        name=start
+        [lua]
+            code=<<wesnoth.dofile("~add-ons/npcb_capture/capture.lua")>>
+        [/lua]
+    [/event]
+[/scenario]
+#endif
+""")
+    prefs = work / "userdata" / "preferences"
+    prefs.write_text(f'fullscreen=no\nxresolution={width}\nyresolution={height}\nsound=no\nmusic=no\n'
+                     'show_tips=no\nidle_anim=no\nanimate_map=no\nminimap=no\n')
+    env = dict(os.environ, DISPLAY=f":{display}", HOME=str(work), SDL_AUDIODRIVER="dummy")
+    xvfb = subprocess.Popen(["Xvfb", f":{display}", "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.5)
+    game = subprocess.Popen(["/usr/games/wesnoth", "--userdata-dir", str(work / "userdata"), "--nosound",
+                             "--windowed", "--resolution", f"{width}x{height}", "--campaign", "npcb_capture",
+                             "--campaign-difficulty", "1", "--campaign-skip-story"],
+                            env=env, stdout=subprocess.PIPE, stderr=open(work / "wesnoth.log", "w"),
+                            text=True, bufsize=1)
+    lines: "queue.Queue[str]" = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(l.strip()) for l in game.stdout], daemon=True).start()
+    done: set[int] = set()
+    kept = 0
+    try:
+        with (out / "labels.jsonl").open("a") as fh:
+            while True:
+                try:
+                    line = lines.get(timeout=timeout)
+                except queue.Empty:
+                    print("wesnoth stopped answering; see", work / "wesnoth.log", file=sys.stderr)
+                    break
+                if line.startswith("NPCB DONE"):
+                    done.add(int(line.split()[-1]))
+                    continue
+                if line.startswith("NPCB FINISHED"):
+                    break
+                if not line.startswith("NPCB READY"):
+                    continue
+                k = int(line.split()[-1])
+                img = ImageGrab.grab(xdisplay=f":{display}").convert("RGB").crop((0, 0, width, height))
+                while not lines.empty():  # did the game move on while we grabbed?
+                    l2 = lines.get_nowait()
+                    if l2.startswith("NPCB DONE"):
+                        done.add(int(l2.split()[-1]))
+                if k in done:
+                    print(f"  wesnoth shot {k}: grabbed too late, dropped", file=sys.stderr)
+                    continue
+                lab = dict(labels[k - 1])
+                meta = lab.pop("_meta")
+                file = f"wesnoth_s{seed}_{k:04d}.png"
+                img.save(out / file)
+                fh.write(json.dumps({"file": file, "game": "wesnoth", "labels": lab,
+                                     "meta": dict(meta, seed=seed, units=plan[k - 1]["units"])}) + "\n")
+                kept += 1
+                if kept % 20 == 0:
+                    print(f"  wesnoth seed {seed}: {kept}/{len(plan)}", file=sys.stderr)
+    finally:
+        _stop(game, xvfb)
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("game", choices=["minetest", "flare"])
+    ap.add_argument("game", choices=["minetest", "flare", "wesnoth"])
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--shots", type=int, default=150)
     ap.add_argument("--seed", type=int, default=1)
@@ -419,7 +720,9 @@ def main(argv: list[str] | None = None) -> int:
     w, h = (int(v) for v in args.size.split("x"))
     out = args.out or Path("build/vision/real") / args.game
     random.seed(args.seed)
-    if args.game == "flare":
+    if args.game == "wesnoth":
+        kept = capture_wesnoth(out, args.shots, args.seed, w, h, args.display, args.timeout)
+    elif args.game == "flare":
         kept = capture_flare(out, args.per_spot, args.seed, w, h, args.display)
     else:
         kept = capture_minetest(out, args.shots, args.seed, w, h, args.per_spot, args.display,
