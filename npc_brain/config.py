@@ -61,7 +61,11 @@ class Limits:
     max_history_turns: int = 32
     max_history_chars: int = 2000
     max_prompt_tokens: int = 1536
-    history_turns_in_prompt: int = 6
+    # The prompt shows the last 2-3 exchanges (player lines up to the NPC's reply). The window
+    # moves two exchanges at a time, not one, so for every other turn the prompt still starts
+    # with the same exchanges as the last one and their cached KV state is reused.
+    history_exchanges_in_prompt: int = 3
+    history_page: int = 2
 
 
 LIMITS = Limits()

@@ -45,6 +45,11 @@ log = logging.getLogger("npc_brain.daemon")
 class DaemonConfig:
     bind: str = "tcp://127.0.0.1:5555"
     max_active: int = 8  # slots decoded together
+    # Queued lines started back to back before the next decode step, up to this much prefill time.
+    # Prefill is one row at a time (the attention kernel allows no batched continuation), so the
+    # trade is: a bigger budget fills the batch sooner (more tokens per step, a queued line's
+    # first partial sooner), a smaller one stalls running lines for less between their tokens.
+    prefill_budget_ms: float = 250.0
     queue_capacity: int = 32  # waiting `say`s before OVERLOADED
     drain_timeout_s: float = 10.0
     deterministic: bool = False
@@ -272,10 +277,10 @@ class Daemon:
                                        version=version, request_id=req.id))
 
     def on_status(self, ident: bytes, req: P.Status, payload: bytes) -> None:
-        pc = self.engine.persona_cache
         self.send(ident, P.status_msg(req.id, **self._status_fields(), sessions=len(self.sessions),
                                       lines_generated=self.generated,
-                                      persona_cache={"entries": len(pc), "hits": pc.hits, "misses": pc.misses}))
+                                      persona_cache=self.engine.persona_cache.stats(),
+                                      history_cache=self.engine.history_cache.stats()))
 
     def on_health(self, ident: bytes, req: P.Health, payload: bytes) -> None:
         self.send(ident, P.health_msg(req.id, **self._status_fields()))
@@ -390,8 +395,15 @@ class Daemon:
             self.fail(job, P.ErrorCode.TIMEOUT, f"deadline of {job.say.deadline_ms} ms passed")
 
     def admit(self) -> None:
-        if not self.queue or len(self.active) >= self.cfg.max_active:
-            return
+        """Start queued lines while slots are free, until this turn's prefill budget is spent
+        (at least one line per turn, so the queue always moves)."""
+        t0 = time.monotonic()
+        while self.queue and len(self.active) < self.cfg.max_active:
+            self._admit_one()
+            if (time.monotonic() - t0) * 1000 >= self.cfg.prefill_budget_ms:
+                return
+
+    def _admit_one(self) -> None:
         job = self.queue.popleft()
         s = job.say
         try:
@@ -479,6 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bind", default=DaemonConfig.bind)
     p.add_argument("--max-active", type=int, default=DaemonConfig.max_active)
     p.add_argument("--queue", type=int, default=DaemonConfig.queue_capacity, dest="queue_capacity")
+    p.add_argument("--prefill-budget-ms", type=float, default=DaemonConfig.prefill_budget_ms,
+                   help="prefill time spent starting queued lines between two decode steps (0: one line)")
     p.add_argument("--drain-timeout", type=float, default=DaemonConfig.drain_timeout_s)
     p.add_argument("--deterministic", action="store_true",
                    help="decode each NPC alone: same seed => same line regardless of load (slower under load)")
@@ -500,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     logging.basicConfig(level=a.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = DaemonConfig(bind=a.bind, max_active=a.max_active, queue_capacity=a.queue_capacity,
+                       prefill_budget_ms=a.prefill_budget_ms,
                        drain_timeout_s=a.drain_timeout, deterministic=a.deterministic, state_dir=a.state_dir,
                        curve_secret=a.curve_secret, curve_clients=a.curve_clients, debug_hooks=a.debug_hooks,
                        worker_connect=a.connect if a.worker else None,

@@ -15,6 +15,7 @@ so new requests can join between steps.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import re
@@ -86,8 +87,9 @@ class Slot:
     serial: int = field(default_factory=lambda: next(_SERIALS))  # identity that is never reused
 
 
-class PersonaCache:
-    """LRU of persona-prefix KV caches keyed by (bundle, sheet hash), bounded in bytes."""
+class PrefixCache:
+    """LRU of prompt-prefix KV caches, bounded in bytes: personas keyed by (bundle, sheet
+    hash), and conversation histories keyed by what they hold (see `Engine.start`)."""
 
     def __init__(self, max_bytes: int = 512 * 1024 * 1024):
         self.max_bytes = max_bytes
@@ -95,13 +97,17 @@ class PersonaCache:
         self.hits = self.misses = 0
 
     def get(self, key: str) -> tuple[KV, list[int]] | None:
-        item = self._items.get(key)
+        item = self.peek(key)
         if item is None:
             self.misses += 1
             return None
         self.hits += 1
         self._items.move_to_end(key)
         return item
+
+    def peek(self, key: str) -> tuple[KV, list[int]] | None:
+        """Look without counting a hit or a miss."""
+        return self._items.get(key)
 
     def put(self, key: str, kv: KV, ids: list[int]) -> None:
         self._items[key] = (kv, ids)
@@ -112,10 +118,16 @@ class PersonaCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    def stats(self) -> dict[str, int]:
+        return {"entries": len(self), "hits": self.hits, "misses": self.misses,
+                "bytes": sum(v[0].nbytes for v in self._items.values())}
+
+
 
 class Engine:
     def __init__(self, bundle: Bundle, threads: int | None = None, providers: list[str] | None = None,
-                 persona_cache_bytes: int = 512 * 1024 * 1024, deterministic: bool = False):
+                 persona_cache_bytes: int = 512 * 1024 * 1024, history_cache_bytes: int = 256 * 1024 * 1024,
+                 deterministic: bool = False):
         self.bundle = bundle
         # Batched decode shares each weight read across NPCs, but CPU GEMM kernels may
         # round a row differently depending on its neighbours, and a 1e-5 logit change
@@ -128,7 +140,8 @@ class Engine:
         threads = threads or max(1, min(os.cpu_count() or 1, 4))
         self.lm = LanguageModel(bundle.lm_path("prefill"), bundle.lm_path("decode"), threads, providers)
         self.defaults = GenerationOptions().validated(bundle.manifest.get("generation_defaults"))
-        self.persona_cache = PersonaCache(persona_cache_bytes)
+        self.persona_cache = PrefixCache(persona_cache_bytes)
+        self.history_cache = PrefixCache(history_cache_bytes)  # KV of history chunks, after their persona
         self._scene_reader = None
         self._guards: dict[str, list[str]] = {}
         self._pool = KVPool()  # the caches of the slots that `step` is running
@@ -176,21 +189,57 @@ class Engine:
         self.persona_cache.put(key, kv, ids)
         return kv, ids
 
+    def _history_onto(self, row: KV, persona_key: str, chunks: list[list[int]]) -> None:
+        """Put the history's KV into `row` (which holds the persona): the longest run of leading
+        chunks whose state is cached is copied in, the rest is prefilled chunk by chunk, and
+        the state after the last chunk is cached for the conversation's next turn.
+
+        Every chunk is always prefilled on its own, on top of the same prefix, so a copied state
+        is bit for bit what prefilling would give: a line does not depend on what is cached."""
+        if not chunks:
+            return
+        keys, h = [], hashlib.sha256(persona_key.encode())
+        for chunk in chunks:
+            h.update(np.asarray(chunk, np.int32).tobytes() + b"|")
+            keys.append(h.hexdigest())
+        done = next((j for j in range(len(chunks), 0, -1) if self.history_cache.peek(keys[j - 1])), 0)
+        start = int(row.lengths[0])
+        if done:
+            tail, _ = self.history_cache.get(keys[done - 1])
+            n = int(tail.lengths[0])
+            for dst, src in zip(row.keys + row.values, tail.keys + tail.values):
+                dst[0, :, start:start + n] = src[0, :, :n]
+            row.lengths[0] += n
+        else:
+            self.history_cache.misses += 1
+        for chunk in chunks[done:]:
+            self.lm.forward(np.array([chunk], np.int64), row)
+        if done < len(chunks):
+            end = int(row.lengths[0])
+            tail = self.lm.empty(capacity=end - start)
+            for dst, src in zip(tail.keys + tail.values, row.keys + row.values):
+                dst[0] = src[0, :, start:end]
+            tail.lengths[0] = end - start
+            self.history_cache.put(keys[-1], tail, [])
+
     def start(self, req: LineRequest) -> Slot:
         t0 = time.perf_counter()
         from npc_brain.scene import scene_to_text
 
-        turn = self.prompts.turn_ids(req.utterance, scene_to_text(req.scene or {}), req.history)
+        chunks = self.prompts.history_chunks(req.history)
+        current = self.prompts.current_ids(req.utterance, scene_to_text(req.scene or {}))
         kv, persona_ids = self.persona(req.character)
-        if len(persona_ids) + len(turn) > LIMITS.max_prompt_tokens:
-            raise PromptError(f"prompt is {len(persona_ids) + len(turn)} tokens; the limit is "
+        n_prompt = len(persona_ids) + sum(map(len, chunks)) + len(current)
+        if n_prompt > LIMITS.max_prompt_tokens:
+            raise PromptError(f"prompt is {n_prompt} tokens; the limit is "
                               f"{LIMITS.max_prompt_tokens}: shorten the sheet or the history")
         t1 = time.perf_counter()
         opts = req.options or self.defaults
         # The persona goes straight into a row of the running batch's pool, with room for the whole
         # line (and its emotion tag): the turn's prefill writes there and decoding never re-allocates.
         serial = next(_SERIALS)
-        kv = self._pool.reserve(serial, kv, len(persona_ids) + len(turn) + opts.max_tokens + 16)
+        kv = self._pool.reserve(serial, kv, n_prompt + opts.max_tokens + 16)
+        self._history_onto(kv, f"{self.bundle.bundle_id}:{req.character.sheet_hash()}", chunks)
         seed = req.seed if req.seed is not None else int.from_bytes(os.urandom(4), "little")
         c = req.character
         sampler = LineSampler(self.texts, opts, seed, c.emotions,
@@ -199,14 +248,14 @@ class Engine:
         # The emotion tag's tokens that have no alternative ("[", the rest of a mood word once its
         # first piece is drawn) ride along with a forward pass that runs anyway, instead of costing
         # one decode step each: the first spoken word arrives two or three steps sooner.
-        logits, kv = self.lm.forward(np.array([turn + sampler.forced_tokens()], np.int64), kv)
+        logits, kv = self.lm.forward(np.array([current + sampler.forced_tokens()], np.int64), kv)
         first = sampler.next_token(logits[0])
         tail = sampler.forced_tokens()
         if tail:
             logits, kv = self.lm.forward(np.array([[first] + tail], np.int64), kv)
             first = sampler.next_token(logits[0])
         t2 = time.perf_counter()
-        slot = Slot(req, seed, sampler, kv, first, len(persona_ids) + len(turn), t_start=t0, serial=serial)
+        slot = Slot(req, seed, sampler, kv, first, n_prompt, t_start=t0, serial=serial)
         self._pooled[serial] = slot
         slot.timings = {"persona_ms": (t1 - t0) * 1000, "prefill_ms": (t2 - t1) * 1000, "first_token_ms": (t2 - t0) * 1000}
         return slot

@@ -40,7 +40,7 @@ def run_level(addr: str, sheets: list[dict], conversations: int, turns: int, max
               curve: tuple[bytes, bytes, bytes] | None = None) -> dict:
     from npc_brain.client import Client
 
-    ttfp, total, tokens = [], [], []
+    ttfp, total, tokens, prefill, queued = [], [], [], [], []
     lock = threading.Lock()
     errors: list[str] = []
     # Every conversation warms its persona first; the clock starts when all are warm, so the
@@ -66,6 +66,8 @@ def run_level(addr: str, sheets: list[dict], conversations: int, turns: int, max
                         ttfp.append((first[0] if first else t1) - t0)
                         total.append(t1 - t0)
                         tokens.append(rep["tokens"])
+                        prefill.append(rep["timings"]["prefill_ms"] / 1000)
+                        queued.append(rep["timings"]["queue_ms"] / 1000)
         except Exception as e:  # noqa: BLE001 - counted and reported
             ready.abort()  # nobody waits for a conversation that failed to warm up
             with lock:
@@ -84,7 +86,10 @@ def run_level(addr: str, sheets: list[dict], conversations: int, turns: int, max
     wall = time.perf_counter() - t0
     return {"conversations": conversations, "lines": len(total), "errors": errors,
             "ttfp_p50": pct(ttfp, 0.5), "ttfp_p95": pct(ttfp, 0.95), "line_p50": pct(total, 0.5),
-            "line_p95": pct(total, 0.95), "lines_per_s": len(total) / wall, "tokens_per_s": sum(tokens) / wall}
+            "line_p95": pct(total, 0.95), "lines_per_s": len(total) / wall, "tokens_per_s": sum(tokens) / wall,
+            # the daemon prefills one line at a time, and nobody decodes meanwhile: this share of
+            # the wall clock is what batching decode steps cannot win back
+            "prefill_p50": pct(prefill, 0.5), "prefill_share": sum(prefill) / wall, "queue_p50": pct(queued, 0.5)}
 
 
 def persona_cache_effect(addr: str, sheets: list[dict], reps: int, max_tokens: int = 16,
@@ -153,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(r)
             print(f"{n:>3} conversations: first partial p50 {r['ttfp_p50'] * 1000:.0f} ms p95 {r['ttfp_p95'] * 1000:.0f} ms; "
                   f"line p50 {r['line_p50'] * 1000:.0f} ms p95 {r['line_p95'] * 1000:.0f} ms; "
-                  f"{r['lines_per_s']:.2f} lines/s, {r['tokens_per_s']:.1f} tokens/s; errors {len(r['errors'])}",
+                  f"{r['lines_per_s']:.2f} lines/s, {r['tokens_per_s']:.1f} tokens/s; prefill p50 "
+                  f"{r['prefill_p50'] * 1000:.0f} ms, {r['prefill_share']:.0%} of the time; queued p50 "
+                  f"{r['queue_p50'] * 1000:.0f} ms; errors {len(r['errors'])}",
                   flush=True)
         pc = persona_cache_effect(addr, sheets, 4, curve=curve)
         print(f"persona prefix: miss {pc['miss_p50']:.0f} ms, hit {pc['hit_p50']:.0f} ms (prefill, p50 of {pc['n']})")
@@ -164,12 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     base = rows[0]["tokens_per_s"] if rows else float("nan")
     body = (f"Machine: {platform.machine()}, 2 cores; {date.today()}; command: `npc-brain loadtest --levels {a.levels} "
             f"--turns {a.turns} --max-tokens {a.max_tokens}`; real daemon on loopback, streaming on, persona cached.\n\n"
-            "| conversations | first partial p50 / p95 ms | final line p50 / p95 ms | lines/s | tokens/s | vs 1 conversation | errors |\n"
-            "|---|---|---|---|---|---|---|\n")
+            "| conversations | first partial p50 / p95 ms | final line p50 / p95 ms | lines/s | tokens/s | vs 1 conversation "
+            "| prefill p50 ms | prefill share of wall | errors |\n"
+            "|---|---|---|---|---|---|---|---|---|\n")
     for r in rows:
         body += (f"| {r['conversations']} | {r['ttfp_p50'] * 1000:.0f} / {r['ttfp_p95'] * 1000:.0f} | "
                  f"{r['line_p50'] * 1000:.0f} / {r['line_p95'] * 1000:.0f} | {r['lines_per_s']:.2f} | "
-                 f"{r['tokens_per_s']:.1f} | {r['tokens_per_s'] / base:.2f}x | {len(r['errors'])} |\n")
+                 f"{r['tokens_per_s']:.1f} | {r['tokens_per_s'] / base:.2f}x | {r['prefill_p50'] * 1000:.0f} | "
+                 f"{r['prefill_share']:.0%} | {len(r['errors'])} |\n")
     body += (f"\nPersona prefix cache (prefill ms of a line, p50 of {pc['n']}): miss {pc['miss_p50']:.0f}, "
              f"hit {pc['hit_p50']:.0f}.\n")
     write_section(a.out, "loadtest", body)

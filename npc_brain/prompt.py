@@ -5,8 +5,12 @@ The prompt is split in two parts on purpose:
 * the **persona prefix** (system turn built from the sheet only) comes first and
   depends on nothing else, so its KV cache can be computed once per sheet and
   reused for every line that NPC speaks;
-* the **turn** (recent history, scene facts, the player's words, and the
-  assistant header) changes every request.
+* the **history** follows, one chunk per exchange (the player's lines up to the
+  NPC's reply). Each chunk is prefilled on its own, in order, so the KV state after
+  any run of exchanges depends only on their text: the engine caches it, and the
+  next turn of the same conversation prefills only what is new;
+* the **turn** (scene facts, the player's words, and the assistant header) changes
+  every request.
 
 Player text is encoded with special-token parsing switched off, so an
 utterance containing ``<|im_end|>`` is just characters, never a control token.
@@ -88,15 +92,32 @@ class PromptBuilder:
     def persona_ids(self, c: Character) -> list[int]:
         return self._message("system", persona_text(c))
 
-    def turn_ids(self, utterance: str, scene_text: str = "", history: Sequence[Turn] = ()) -> list[int]:
+    def history_chunks(self, history: Sequence[Turn] = ()) -> list[list[int]]:
+        """The exchanges the prompt shows, as token chunks (see the module docstring).
+
+        A chunk ends with an NPC line; player lines with no reply yet make a last chunk.
+        At most `history_exchanges_in_prompt` exchanges are shown, and the first one shown
+        moves by `history_page` exchanges at a time, so consecutive turns share a prefix."""
+        exchanges: list[list[Turn]] = [[]]
+        for t in history:
+            exchanges[-1].append(t)
+            if t.speaker != "player":
+                exchanges.append([])
+        exchanges = [e for e in exchanges if e]
+        most, page = LIMITS.history_exchanges_in_prompt, LIMITS.history_page
+        first = 0 if len(exchanges) <= most else -(-(len(exchanges) - most) // page) * page
+        return [[i for t in e for i in self._message("user" if t.speaker == "player" else "assistant", t.text)]
+                for e in exchanges[first:]]
+
+    def current_ids(self, utterance: str, scene_text: str = "") -> list[int]:
+        """The player's message (scene facts first) and the assistant header."""
         utterance = clean_utterance(utterance)
-        ids: list[int] = []
-        for t in list(history)[-LIMITS.history_turns_in_prompt:]:
-            ids += self._message("user" if t.speaker == "player" else "assistant", t.text)
         said = f"({scene_text})\n{utterance}" if scene_text else utterance
-        ids += self._message("user", said)
-        ids += [self.im_start, *self._plain("assistant\n")]
-        return ids
+        return self._message("user", said) + [self.im_start, *self._plain("assistant\n")]
+
+    def turn_ids(self, utterance: str, scene_text: str = "", history: Sequence[Turn] = ()) -> list[int]:
+        """Everything after the persona, in one list (the history chunks, then the turn)."""
+        return [i for chunk in self.history_chunks(history) for i in chunk] + self.current_ids(utterance, scene_text)
 
 
 def clean_utterance(text: Any) -> str:

@@ -20,11 +20,22 @@ from tests.test_daemon import free_port
 @pytest.fixture()
 def cluster(bundle_dir):
     front, back = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    procs = [subprocess.Popen([sys.executable, "-m", "npc_brain.broker", "--frontend", front, "--backend", back,
-                               "--log-level", "WARNING"])]
+    broker = subprocess.Popen([sys.executable, "-m", "npc_brain.broker", "--frontend", front, "--backend", back,
+                               "--log-level", "INFO"], stderr=subprocess.PIPE, text=True)
+    joined = threading.Semaphore(0)
+
+    def watch() -> None:  # the broker logs each worker that joins (a worker joins once it is ready)
+        for line in broker.stderr:
+            if "joined" in line:
+                joined.release()
+
+    threading.Thread(target=watch, daemon=True).start()
+    procs = [broker]
     for _ in range(2):
         procs.append(subprocess.Popen([sys.executable, "-m", "npc_brain.daemon", "--bundle", str(bundle_dir), "--worker",
                                        "--connect", back, "--log-level", "WARNING", "--threads", "1"]))
+    # both workers must be in before the test kills one: on a busy machine loading takes a while
+    assert joined.acquire(timeout=300) and joined.acquire(timeout=300), "workers did not join the broker"
     yield front, procs
     _stop(procs)
 
@@ -40,7 +51,6 @@ def test_requests_survive_a_killed_worker(cluster):
                     break
             except Exception:  # noqa: BLE001 - workers still loading
                 time.sleep(1)
-    time.sleep(3)  # both workers heartbeating
     results: list[dict] = []
     errors: list[Exception] = []
 

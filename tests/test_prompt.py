@@ -54,3 +54,29 @@ def test_history_validation():
 ])
 def test_clean_line(raw, expected):
     assert clean_line(raw, "Brom Ironhand", truncated=raw.endswith("the")) == expected
+
+
+def _talk(n: int) -> list[Turn]:
+    return [t for i in range(n) for t in (Turn("player", f"question {i}"), Turn("npc", f"answer {i}"))]
+
+
+def test_history_window_shows_two_or_three_exchanges_and_moves_two_at_a_time(pb):
+    """Consecutive turns share their first exchanges (so their KV state can be reused), and the
+    prompt never shows more than the configured exchanges."""
+    firsts = []
+    for n in range(0, 10):
+        chunks = pb.history_chunks(_talk(n))
+        assert len(chunks) == min(n, 3) if n <= 3 else len(chunks) in (2, 3)
+        text = [pb.tok.decode(c, skip_special_tokens=True) for c in chunks]
+        assert all("question" in t and "answer" in t for t in text)  # one exchange per chunk
+        assert not chunks or "answer %d" % (n - 1) in text[-1]  # the latest exchange is always shown
+        firsts.append(int(text[0].split("question ")[1].split()[0]) if text else 0)
+    moves = [b - a for a, b in zip(firsts, firsts[1:])]
+    assert set(moves) <= {0, 2} and moves.count(0) >= len(moves) // 2
+
+
+def test_turn_ids_are_the_history_chunks_then_the_turn(pb):
+    hist = _talk(2) + [Turn("player", "and another thing")]
+    chunks = pb.history_chunks(hist)
+    assert len(chunks) == 3  # the unanswered player line is its own last chunk
+    assert pb.turn_ids("Well?", "It is night.", hist) == [i for c in chunks for i in c] + pb.current_ids("Well?", "It is night.")
