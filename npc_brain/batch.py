@@ -3,7 +3,8 @@
 Contract (DESIGN.md): one request per input record (JSONL or CSV)::
 
     {"id", "character": <sheet object or path>, "utterance", "scene"?: {tag: value},
-     "screenshot"?: path, "history"?: [{"speaker", "text"}], "seed"?: int, "n"?: int}
+     "screenshot"?: path, "history"?: [{"speaker", "text"}], "seed"?: int, "n"?: int,
+     "options"?: {generation option: value}}
 
 and one output record per variant::
 
@@ -49,6 +50,7 @@ class Job:
     request: LineRequest
     n: int
     screenshot: Path | None
+    options: dict[str, Any] | None = None  # generation overrides, checked against the bundle's defaults
 
 
 def _fmt(path: Path) -> str:
@@ -140,8 +142,11 @@ def parse_job(rec: dict[str, Any], base: Path, sheets: dict[str, Character]) -> 
         raise RecordError("BAD_REQUEST", f"n must be between 1 and {MAX_N}")
     shot = rec.get("screenshot")
     shot_path = ((base / shot) if not os.path.isabs(shot) else Path(shot)) if isinstance(shot, str) else None
+    options = _json_field(rec, "options")
+    if options is not None and not isinstance(options, dict):
+        raise RecordError("BAD_REQUEST", "options must be an object of generation option: value")
     req = LineRequest(character, utterance, scene, tuple(history), seed_for(rid, rec.get("seed")))
-    return Job(rid, req, n, shot_path)
+    return Job(rid, req, n, shot_path, options)
 
 
 class OutFile:
@@ -201,7 +206,7 @@ def run_batch(engine: Engine, src: Path, dst: Path, n_override: int | None = Non
         if not pending:
             return
         reqs = [LineRequest(j.request.character, j.request.utterance, j.request.scene, j.request.history,
-                            j.request.seed + k) for j, k in pending]
+                            j.request.seed + k, j.request.options) for j, k in pending]
         try:
             replies = engine.generate_many(reqs)
         except PromptError as e:
@@ -226,6 +231,10 @@ def run_batch(engine: Engine, src: Path, dst: Path, n_override: int | None = Non
             if isinstance(rec, RecordError):
                 raise rec
             job = parse_job(rec, src.parent, sheets)
+            if job.options:
+                r = job.request
+                job.request = LineRequest(r.character, r.utterance, r.scene, r.history, r.seed,
+                                          engine.defaults.validated(job.options))
             if job.screenshot is not None:
                 job = _with_vision(engine, job)
         except (RecordError, OptionsError) as e:
@@ -257,4 +266,4 @@ def _with_vision(engine: Engine, job: Job) -> Job:
             return job
         raise RecordError(e.code, f"screenshot {job.screenshot.name}: {e}") from e
     r = job.request
-    return Job(job.id, LineRequest(r.character, r.utterance, scene, r.history, r.seed), job.n, None)
+    return Job(job.id, LineRequest(r.character, r.utterance, scene, r.history, r.seed, r.options), job.n, None)

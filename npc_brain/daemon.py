@@ -59,6 +59,7 @@ class DaemonConfig:
     curve_secret: Path | None = None  # server secret key file (npc-brain keys)
     curve_clients: Path | None = None  # folder of allowed client public keys
     debug_hooks: bool = False  # enables the test-only `debug_pause` message
+    record: Path | None = None  # append every line said to this JSONL file (`npc-brain replay` reads it)
     registered_max: int = 1024
     worker_connect: str | None = None  # scale-out: connect to a broker's backend instead of binding
     curve_client_secret: Path | None = None  # worker: its own secret key file (the broker allows its public key)
@@ -110,6 +111,11 @@ class Daemon:
         self.auth = None
         self._last_beat = 0.0
         self.generated = 0  # lines the model produced (retries served from cache do not count)
+        self.recorder = None
+        if cfg.record is not None:
+            from npc_brain.replay import Recorder
+
+            self.recorder = Recorder(cfg.record)
 
     # --- socket -------------------------------------------------------------------
     def open_socket(self) -> zmq.Socket:
@@ -204,6 +210,8 @@ class Daemon:
                     self.fail(job, P.ErrorCode.CANCELLED, "the daemon is shutting down")
                 break
         self.sock.close(linger=1000)
+        if self.recorder is not None:
+            self.recorder.close()
         if self.auth:
             self.auth.stop()
         log.info("stopped cleanly")
@@ -467,6 +475,10 @@ class Daemon:
         msg = P.line_msg(job.say.id, text=text, emotion=rep.emotion, scene=job.scene, tokens=rep.tokens,
                          timings=timings, bundle_id=self.engine.bundle.bundle_id, seed=rep.seed)
         frame = self.send(job.identity, msg)
+        if self.recorder is not None:
+            self.recorder.line(job.say.id, job.character.to_dict(), job.say.utterance, job.scene, job.history,
+                               rep.seed, job.say.options.as_dict(), text, rep.emotion, rep.tokens,
+                               self.engine.bundle.bundle_id)
         self.sessions.append(job.say.npc, job.say.session, job.say.utterance, text)
         self._forget(job)
         key = (job.identity, job.say.id)
@@ -499,6 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deterministic", action="store_true",
                    help="decode each NPC alone: same seed => same line regardless of load (slower under load)")
     p.add_argument("--state-dir", type=Path, help="keep conversations on disk (survive restarts)")
+    p.add_argument("--record", type=Path, help="append every line said to this JSONL file, for `npc-brain replay`")
     p.add_argument("--curve-secret", type=Path)
     p.add_argument("--curve-clients", type=Path)
     p.add_argument("--threads", type=int)
@@ -516,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     logging.basicConfig(level=a.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = DaemonConfig(bind=a.bind, max_active=a.max_active, queue_capacity=a.queue_capacity,
-                       prefill_budget_ms=a.prefill_budget_ms,
+                       prefill_budget_ms=a.prefill_budget_ms, record=a.record,
                        drain_timeout_s=a.drain_timeout, deterministic=a.deterministic, state_dir=a.state_dir,
                        curve_secret=a.curve_secret, curve_clients=a.curve_clients, debug_hooks=a.debug_hooks,
                        worker_connect=a.connect if a.worker else None,

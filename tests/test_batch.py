@@ -85,3 +85,17 @@ def test_outfile_ignores_a_torn_last_record(tmp_path):
     o = OutFile(p)
     o.close()
     assert o.done == {"a"} and p.read_text() == '{"id": "a", "variant": 0}\n'
+
+
+def test_records_may_carry_generation_options(det_engine, tmp_path):
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    brom = str(SAMPLES / "brom_blacksmith.yaml")
+    _jsonl(src, [{"id": "short", "character": brom, "utterance": "Tell me everything about your forge.", "seed": 1,
+                  "options": {"max_tokens": 6, "temperature": 0}},
+                 {"id": "bad", "character": brom, "utterance": "Hi.", "options": {"max_tokens": 100000}},
+                 {"id": "worse", "character": brom, "utterance": "Hi.", "options": "fast please"}])
+    counts = run_batch(det_engine, src, dst, progress=False)
+    out = {r["id"]: r for r in _read(dst)}
+    assert counts["lines"] == 1 and counts["errors"] == 2
+    assert len(out["short"]["line"].split()) <= 6  # 6 tokens cannot make more words than that
+    assert "max_tokens" in out["bad"]["error"]["message"] and out["worse"]["error"]["code"] == "BAD_REQUEST"

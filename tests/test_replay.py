@@ -1,0 +1,73 @@
+"""Record real daemon traffic, replay it: identical on the same bundle; changes and problems reported."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import yaml
+
+from npc_brain.client import Client
+from npc_brain.replay import judge, main as replay_main, replay
+from tests.conftest import SAMPLES
+from tests.test_daemon import start_daemon, stop
+
+
+def _record_traffic(bundle_dir, path) -> int:
+    """Three NPC conversations at once (so lines are decoded in batches), two turns each, with a
+    scene, generation options and session history; returns how many lines were said."""
+    proc, addr = start_daemon(bundle_dir, "--record", str(path))
+    said = []
+    try:
+        def talk(i: int, sheet: str) -> None:
+            c_sheet = yaml.safe_load(open(SAMPLES / f"{sheet}.yaml"))
+            with Client(addr, timeout_s=120) as c:
+                for t, u in enumerate(["Evening. Anything to report?", "And what would you do now?"]):
+                    rep = c.say(sheet, u, character=c_sheet, session=f"s{i}", seed=10 * i + t,
+                                scene={"time": "night", "weather": "rain"} if i == 0 else None,
+                                options={"max_tokens": 24} if i == 1 else None, stream=(i == 2))
+                    said.append(rep["text"])
+
+        threads = [threading.Thread(target=talk, args=(i, s)) for i, s in
+                   enumerate(["brom_blacksmith", "mara_tavernkeeper", "brom_blacksmith"])]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+    finally:
+        assert stop(proc) == 0
+    return len(said)
+
+
+def test_recorded_traffic_replays_identically_and_a_change_is_caught(bundle_dir, engine, tmp_path, capsys):
+    rec = tmp_path / "traffic.jsonl"
+    n = _record_traffic(bundle_dir, rec)
+    records = [json.loads(x) for x in rec.read_text().splitlines()]
+    assert n == 6 and len(records) == 6
+    assert any(r["history"] for r in records) and any(r["scene"] for r in records)
+    assert all(r["expect"]["bundle_id"] == engine.bundle.bundle_id for r in records)
+
+    result = replay(engine, rec, progress=False)
+    assert result["same"] == 6 and result["changed"] == 0, [r for r in result["rows"] if not r["same"]]
+    assert replay_main([str(rec), "--bundle", str(bundle_dir)]) == 0
+
+    records[3]["expect"]["line"] = "Something the model never said."
+    rec.write_text("".join(json.dumps(r) + "\n" for r in records))
+    report = tmp_path / "report.jsonl"
+    assert replay_main([str(rec), "--bundle", str(bundle_dir), "-o", str(report)]) == 1  # same bundle: a bug
+    out = capsys.readouterr()
+    assert "5 identical, 1 changed" in out.out and "determinism is broken" in out.err
+    rows = [json.loads(x) for x in report.read_text().splitlines()]
+    assert [r["same"] for r in rows].count(False) == 1
+
+
+def test_judges():
+    assert judge("Aye, the forge is hot.", ["phone"]) == []
+    assert judge("", []) == ["empty"]
+    assert judge("word " * 61, []) == ["over 60 words"]
+    assert judge("Use your phone, then.", ["phone"]) == ["banned or fourth-wall word"]
+
+
+def test_replay_of_a_missing_file_says_how_to_record(tmp_path, capsys):
+    assert replay_main([str(tmp_path / "nope.jsonl")]) == 2
+    assert "--record" in capsys.readouterr().err
