@@ -294,7 +294,11 @@ class Engine:
         rows = [by_serial[i] for i in order]
         for b, s in enumerate(rows):
             s.kv = kv.row(b)  # views: a step on the row writes into the pool
-        if self.deterministic or len(rows) == 1:
+        if len(rows) == 1:  # the batch view itself: its buffers stay bound from step to step
+            logits, _ = self.lm.forward(np.array([[rows[0].last_token]], np.int64), kv, decode=True)
+            rows[0].last_token = rows[0].sampler.next_token(logits[0])
+            return
+        if self.deterministic:
             for s in rows:
                 logits, _ = self.lm.forward(np.array([[s.last_token]], np.int64), s.kv, decode=True)
                 s.last_token = s.sampler.next_token(logits[0])

@@ -67,6 +67,7 @@ class KV:
     values: list[np.ndarray]
     lengths: np.ndarray  # (B,) int64
     _bound: list[ort.OrtValue] | None = field(default=None, repr=False, compare=False)
+    _io: dict[int, ort.IOBinding] = field(default_factory=dict, repr=False, compare=False)  # per session
 
     @property
     def batch(self) -> int:
@@ -170,16 +171,19 @@ class LanguageModel:
             kv = kv.copy(_round_up(total + CHUNK))
         wide = self.wide_decode is not None and B >= self.wide_decode
         session = self.decode_session if decode and not wide else self.prefill_session
-        io = session.io_binding()
+        io = kv._io.get(id(session))
+        if io is None:  # the cache's buffers are bound once per cache and session, not every step
+            io = kv._io[id(session)] = session.io_binding()
+            io.bind_output("logits", "cpu")  # first, so it is get_outputs()[0]
+            buffers = kv.bound()
+            for i in range(self.n_layers):
+                for j, name in enumerate(("key", "value")):
+                    io.bind_ortvalue_input(f"past_{name}_{i}", buffers[2 * i + j])
+                    io.bind_ortvalue_output(f"present_{name}_{i}", buffers[2 * i + j])
         io.bind_cpu_input("input_ids", np.ascontiguousarray(ids, np.int64))
         io.bind_cpu_input("seqlens_k", (kv.lengths + S - 1).astype(np.int32))
         io.bind_cpu_input("total_sequence_length", np.array(total, np.int32))
-        io.bind_output("logits", "cpu")  # first, so it is get_outputs()[0]
-        buffers = kv.bound()
-        for i in range(self.n_layers):
-            for j, name in enumerate(("key", "value")):
-                io.bind_ortvalue_input(f"past_{name}_{i}", buffers[2 * i + j])
-                io.bind_ortvalue_output(f"present_{name}_{i}", buffers[2 * i + j])
+        io.bind_output("logits", "cpu")  # a fresh array each run (rebinding keeps its place)
         session.run_with_iobinding(io)
         kv.lengths += S
         return io.get_outputs()[0].numpy(), kv
@@ -194,6 +198,8 @@ class KVPool:
     def __init__(self) -> None:
         self.kv: KV | None = None
         self.ids: list[int] = []  # row i holds the cache of ids[i]
+        self._views: dict[int, KV] = {}  # batch views by row count: the same object step after step,
+        # so ONNX Runtime's binding of its buffers is made once (LanguageModel.forward keeps it there)
 
     def place(self, caches: dict[int, KV], room: int = 1) -> tuple[KV, list[int]]:
         """Make the pool hold exactly these rows (id -> its single-row cache, read only when
@@ -208,7 +214,9 @@ class KVPool:
         n = len(self.ids)
         if self.kv.rows(0, n).length + room > self.kv.capacity:
             self._resize(self.kv.batch, _round_up(self.kv.capacity + room))
-        return self.kv.rows(0, n), list(self.ids)
+        if n not in self._views:
+            self._views[n] = self.kv.rows(0, n)
+        return self._views[n], list(self.ids)
 
     def reserve(self, key: int, cache: KV, capacity: int) -> KV:
         """Copy a new row's cache (a cached persona prefix) straight into the pool, with room
@@ -234,6 +242,7 @@ class KVPool:
         need = max(cache.capacity, capacity)
         if self.kv is None:  # untouched pages cost nothing: room for 16 rows of a long line
             self.kv = KV.stack([cache.rows(0, 0)], _round_up(max(need, POOL_CAPACITY)), batch=16)
+            self._views.clear()
         elif n == self.kv.batch or need > self.kv.capacity:  # grow (rare: see POOL_CAPACITY)
             cap = self.kv.capacity if need <= self.kv.capacity else _round_up(max(need, self.kv.capacity * 3 // 2))
             self._resize(self.kv.batch if n < self.kv.batch else 2 * n, cap)
@@ -246,3 +255,4 @@ class KVPool:
     def _resize(self, rows: int, capacity: int) -> None:
         """New buffers of (rows, capacity) holding the live rows."""
         self.kv = KV.stack([self.kv.rows(0, len(self.ids))], capacity, batch=rows)
+        self._views.clear()
