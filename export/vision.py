@@ -642,7 +642,7 @@ def score_features(head: SceneHead, feats: np.ndarray, single: np.ndarray,
 
 def leave_one_game_out(games: list[str], n_proc: int, epochs: int, real_weight: float,
                        committed: bool = True, regrade_real: bool = False, regrade_proc: int = 0,
-                       route: bool = False) -> dict[str, Any]:
+                       route: bool = False, only: list[str] | None = None) -> dict[str, Any]:
     """For each game: train the head recipe on procedural + the other games, score the left-out
     game (setting, time, place). With ``committed`` also scores the committed head on each game."""
     torch.set_num_threads(1)
@@ -659,7 +659,7 @@ def leave_one_game_out(games: list[str], n_proc: int, epochs: int, real_weight: 
             if p is not None:
                 a = np.load(p)
                 report["committed"]["scores"][game] = score_features(head, a["feats"], a["single"])
-    for held in games:
+    for held in only or games:
         others = [g for g in games if g != held]
         t0 = time.time()
         feats, single, multi, weights, _ = training_set(model, others, n_proc, real_weight, regrade_real,
@@ -741,6 +741,7 @@ def main(argv: list[str] | None = None) -> int:
     lg.add_argument("--real-weight", type=float, default=1.0)
     lg.add_argument("--json", type=Path)
     lg.add_argument("--no-committed", action="store_true", help="skip scoring the committed head")
+    lg.add_argument("--only", action="append", default=None, help="hold out only this game (repeatable)")
     for sp in (t, lg):
         sp.add_argument("--regrade-real", action="store_true",
                         help="add the training games' daylit outdoor frames re-graded to dusk and night")
@@ -757,7 +758,8 @@ def main(argv: list[str] | None = None) -> int:
                                args.regrade_real, args.regrade_proc, args.route), indent=2))
     elif args.cmd == "logo":
         report = leave_one_game_out(args.real, args.n_proc, args.epochs, args.real_weight,
-                                    not args.no_committed, args.regrade_real, args.regrade_proc, args.route)
+                                    not args.no_committed, args.regrade_real, args.regrade_proc, args.route,
+                                    args.only)
         text = json.dumps(report, indent=2)
         print(text)
         if args.json:
