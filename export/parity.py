@@ -24,6 +24,32 @@ def prompt_ids(tok, system: str, user: str) -> list[int]:
     return tok(text).input_ids
 
 
+def reference_model(adapter: Path | None = None):
+    """(transformers model, tokenizer) with the weights the bundle is exported from: the base model,
+    plus the installed adapter merged in when there is one (merged through our own module, then
+    copied back, so the reference runs transformers' code on exactly the exported weights)."""
+    import torch
+
+    from export.base_model import load_hf
+    from export.bundle import ADAPTER
+
+    adapter = ADAPTER if adapter is None else adapter
+    hf, tok = load_hf()
+    if adapter and Path(adapter).exists():
+        from export.llama import load_from_hf
+        from npc_brain.train.lora import merge_adapter_file
+
+        ours = load_from_hf(hf)
+        merge_adapter_file(ours, adapter)
+        target = hf.state_dict()
+        with torch.no_grad():
+            for name, value in ours.state_dict().items():
+                key = "model." + name if "model." + name in target else name
+                if key in target and target[key].shape == value.shape:
+                    target[key].copy_(value)
+    return hf, tok
+
+
 def greedy_torch(hf_model, ids: list[int], n: int) -> list[int]:
     import torch
 
@@ -54,14 +80,13 @@ def agreement(ref: list[int], other: list[int]) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from export.base_model import load_hf
     from npc_brain.bench import FP32_PATH, INT_PATHS, ensure_variant_graphs
     from npc_brain.bundle import Bundle
     from npc_brain.lm import LanguageModel
 
     bundle = Path(argv[0] if argv else "build/bundle")
     ensure_variant_graphs(bundle)
-    hf, tok = load_hf()
+    hf, tok = reference_model()
     b = Bundle.open(bundle)
     graphs = {"onnx-fp32": LanguageModel(FP32_PATH), "onnx-int8": LanguageModel(INT_PATHS["onnx-int8"]),
               "onnx-int4": LanguageModel(INT_PATHS["onnx-int4"]),
@@ -73,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from npc_brain.bench import write_section
 
     rows = [f"Command: `python -m export.parity`; {date.today()}; greedy, {len(PROMPTS)} prompts x {n} tokens, "
-            "reference PyTorch eager (transformers, fp32).\n", "| graph | tokens equal | matching prefix |", "|---|---|---|"]
+            "reference PyTorch eager (transformers, fp32, the bundle's weights: base + installed adapter).\n", "| graph | tokens equal | matching prefix |", "|---|---|---|"]
     for name, lm in graphs.items():
         scores = [agreement(r, greedy_onnx(lm, prompt_ids(tok, s, u), n)) for r, (s, u) in zip(refs, PROMPTS)]
         rows.append(f"| {name} | {np.mean([s[0] for s in scores]):.0%} | {np.mean([s[1] for s in scores]):.0%} |")

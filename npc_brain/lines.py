@@ -11,6 +11,9 @@ import re
 
 _STAGE = re.compile(r"\*[^*]*\*|\([^)]*\)|\[[^\]]*\]")
 _SENTENCE_END = re.compile(r"[.!?…](?=[\"')\]]*(\s|$))")
+# A fine-tuned voice now and then glues a stray word onto its last sentence ("... swallow it.ortunately",
+# "... know it.LEGATO"): a word stuck to the final full stop, with no space, ends no real line.
+_GLUED_TAIL = re.compile(r"(?<=\w[.!?…])[A-Za-z]{2,}$")
 
 
 def clean_line(raw: str, name: str = "", truncated: bool = False) -> str:
@@ -26,6 +29,7 @@ def clean_line(raw: str, name: str = "", truncated: bool = False) -> str:
     if len(text) >= 2 and text[0] in "\"“'" and text[-1] in "\"”'":
         text = text[1:-1].strip()
     text = text.strip("\"“” ")
+    text = _GLUED_TAIL.sub("", text)
     if truncated:
         ends = list(_SENTENCE_END.finditer(text))
         if ends:  # drop the trailing fragment the token limit left

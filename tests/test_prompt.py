@@ -51,6 +51,9 @@ def test_history_validation():
     ('"Steel remembers."', "Steel remembers."),
     ("\nFirst line.\nSecond line.", "First line."),
     ("Aye. I can mend it by dusk, but the", "Aye."),
+    ("Chew it! Don't swallow it.ortunately", "Chew it! Don't swallow it."),
+    ("Everyone here knows it.LEGATO", "Everyone here knows it."),
+    ("Meet me at the docks, i.e. pier three.", "Meet me at the docks, i.e. pier three."),
 ])
 def test_clean_line(raw, expected):
     assert clean_line(raw, "Brom Ironhand", truncated=raw.endswith("the")) == expected
