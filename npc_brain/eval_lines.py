@@ -50,6 +50,15 @@ def _has(word: str, low: str) -> bool:
     return re.search(r"(?<![a-z0-9])" + re.escape(word.lower()), low) is not None
 
 
+_INFLECTION = r"(?:s|es|ed|d|ing|y|ier|iest|er|ers|ly|t)?(?![a-z])"
+
+
+def _has_word(word: str, low: str) -> bool:
+    """`word` as a word of its own, allowing only an inflection after it ("burn" finds "burning",
+    "war" does not find "warm"): scene words are short, and a bare prefix match counts nonsense."""
+    return re.search(r"(?<![a-z0-9])" + re.escape(word.lower()) + _INFLECTION, low) is not None
+
+
 def has_keys(line: str, keys: list[str]) -> bool:
     low = line.lower()
     return all(any(_has(alt.strip(), low) for alt in k.split("|")) for k in keys)
@@ -77,7 +86,7 @@ def grounded(line: str, scene: dict[str, Any], words: dict[str, list[str]]) -> b
     for v in scene.values():
         for x in (v if isinstance(v, list) else [v]):
             for w in [str(x).replace("_", " ")] + list(words.get(str(x), [])):
-                if _has(w, low):
+                if _has_word(w, low):
                     return True
     return False
 

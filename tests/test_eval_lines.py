@@ -45,6 +45,9 @@ def test_banned_and_scene_judges():
     assert ev.grounded("Hear the wolf?", {"creatures": ["wolves"]}, words)
     assert ev.grounded("It's badly hurt you.", {"player": "badly_hurt"}, {})
     assert not ev.grounded("Fine day for it.", {"weather": "rain"}, words)
+    assert not ev.grounded("Stay warm, it's getting harder to see.", {"danger": "combat"}, {"combat": ["war"]})
+    assert ev.grounded("The war is here.", {"danger": "combat"}, {"combat": ["war"]})
+    assert ev.grounded("Everything is burning!", {"danger": "fire"}, {"fire": ["burn"]})
 
 
 def test_distinct2():
