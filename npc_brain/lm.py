@@ -8,10 +8,11 @@ which phase; with one file, it serves both.
 
 Every decode step, however many rows, runs on the decode (int4) graph, because
 there a row's logits do not depend on its neighbours: a line decoded in a batch
-is bit for bit the line decoded alone. The int8 graph would make wide steps
-about 30% faster at 8 rows (`npc-brain bench`, batched section), but it
-quantizes activations per tensor, across rows, so every line would change with
-the load. `wide_decode` switches that trade on for those who want it.
+is bit for bit the line decoded alone. The int8 graph quantizes activations
+per tensor, across rows, so every line would change with the load; on an Intel
+machine with AMX it made 8-row steps about 30% faster, on the AMD one measured
+since it is slower (`npc-brain bench`, batched section). `wide_decode` switches
+that trade on for those who want it.
 """
 
 from __future__ import annotations
