@@ -205,22 +205,13 @@ class Engine:
         done = next((j for j in range(len(chunks), 0, -1) if self.history_cache.peek(keys[j - 1])), 0)
         start = int(row.lengths[0])
         if done:
-            tail, _ = self.history_cache.get(keys[done - 1])
-            n = int(tail.lengths[0])
-            for dst, src in zip(row.keys + row.values, tail.keys + tail.values):
-                dst[0, :, start:start + n] = src[0, :, :n]
-            row.lengths[0] += n
+            row.extend(self.history_cache.get(keys[done - 1])[0])
         else:
             self.history_cache.misses += 1
         for chunk in chunks[done:]:
             self.lm.forward(np.array([chunk], np.int64), row)
         if done < len(chunks):
-            end = int(row.lengths[0])
-            tail = self.lm.empty(capacity=end - start)
-            for dst, src in zip(tail.keys + tail.values, row.keys + row.values):
-                dst[0] = src[0, :, start:end]
-            tail.lengths[0] = end - start
-            self.history_cache.put(keys[-1], tail, [])
+            self.history_cache.put(keys[-1], row.span(start, int(row.lengths[0])), [])
 
     def start(self, req: LineRequest) -> Slot:
         t0 = time.perf_counter()
@@ -294,13 +285,10 @@ class Engine:
         rows = [by_serial[i] for i in order]
         for b, s in enumerate(rows):
             s.kv = kv.row(b)  # views: a step on the row writes into the pool
-        if len(rows) == 1:  # the batch view itself: its buffers stay bound from step to step
-            logits, _ = self.lm.forward(np.array([[rows[0].last_token]], np.int64), kv, decode=True)
-            rows[0].last_token = rows[0].sampler.next_token(logits[0])
-            return
-        if self.deterministic:
-            for s in rows:
-                logits, _ = self.lm.forward(np.array([[s.last_token]], np.int64), s.kv, decode=True)
+        if self.deterministic or len(rows) == 1:
+            for s in rows:  # one row: the batch view itself, whose buffers stay bound from step to step
+                view = kv if len(rows) == 1 else s.kv
+                logits, _ = self.lm.forward(np.array([[s.last_token]], np.int64), view, decode=True)
                 s.last_token = s.sampler.next_token(logits[0])
             return
         logits, _ = self.lm.forward(np.array([[s.last_token] for s in rows], np.int64), kv, decode=True)

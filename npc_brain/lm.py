@@ -102,6 +102,18 @@ class KV:
     def row(self, b: int) -> "KV":
         return self.rows(b, b + 1)
 
+    def extend(self, other: "KV") -> None:
+        """Copy the filled positions of the one-row cache `other` in after this one row's own."""
+        start, n = int(self.lengths[0]), int(other.lengths[0])
+        for dst, src in zip(self.keys + self.values, other.keys + other.values):
+            dst[0, :, start:start + n] = src[0, :, :n]
+        self.lengths[0] += n
+
+    def span(self, start: int, end: int) -> "KV":
+        """A private one-row copy of positions start..end-1 of this one row (a prefix's tail to keep)."""
+        return KV([k[:1, :, start:end].copy() for k in self.keys], [v[:1, :, start:end].copy() for v in self.values],
+                  np.array([end - start], np.int64))
+
     def copy(self, capacity: int | None = None) -> "KV":
         """A private copy with room for `capacity` positions (default: just the filled ones)."""
         return KV.stack([self], capacity or max(self.length, 1))
@@ -254,10 +266,8 @@ class KVPool:
         elif n == self.kv.batch or need > self.kv.capacity:  # grow (rare: see POOL_CAPACITY)
             cap = self.kv.capacity if need <= self.kv.capacity else _round_up(max(need, self.kv.capacity * 3 // 2))
             self._resize(self.kv.batch if n < self.kv.batch else 2 * n, cap)
-        L = int(cache.lengths[0])
-        for dst, src in zip(self.kv.keys + self.kv.values, cache.keys + cache.values):
-            dst[n, :, :L] = src[0, :, :L]
-        self.kv.lengths[n] = L
+        self.kv.lengths[n] = 0
+        self.kv.row(n).extend(cache)
         self.ids.append(key)
 
     def _resize(self, rows: int, capacity: int) -> None:
