@@ -75,15 +75,22 @@ def replay(engine, records_path: Path, group: int = 4, progress: bool = True) ->
     from npc_brain.batch import RecordError, parse_job, read_records
     from npc_brain.config import OptionsError
     from npc_brain.engine import LineRequest
+    from npc_brain.prompt import PromptError
 
     rows: list[dict[str, Any]] = []
+    recorded: set[str] = set()  # the bundles the records were said on
     sheets: dict = {}
     pending: list[tuple[dict, Any]] = []
 
     def flush() -> None:
-        reqs = [j.request for _, j in pending]
-        for (rec, job), rep in zip(pending, engine.generate_many(reqs)):
-            exp = rec.get("expect") or {}
+        try:
+            replies = engine.generate_many([j.request for _, j in pending])
+        except PromptError as e:  # a record whose prompt no longer fits (e.g. a bigger persona)
+            rows.extend({"id": job.id, "error": str(e), "same": False, "problems": ["unsayable record"]}
+                        for _, job in pending)
+            pending.clear()
+            return
+        for (exp, job), rep in zip(pending, replies):
             banned = list(job.request.character.banned_words) + engine.guard_words(job.request.character)
             rows.append({"id": job.id, "old": exp.get("line"), "new": rep.line, "old_emotion": exp.get("emotion"),
                          "new_emotion": rep.emotion, "same": (rep.line, rep.emotion) == (exp.get("line"), exp.get("emotion")),
@@ -94,6 +101,10 @@ def replay(engine, records_path: Path, group: int = 4, progress: bool = True) ->
         try:
             if isinstance(rec, RecordError):
                 raise rec
+            exp = rec.get("expect") or {}
+            if not isinstance(exp, dict):
+                raise RecordError("BAD_REQUEST", f"line {lineno}: expect must be an object (line, emotion, bundle_id)")
+            recorded.add(str(exp.get("bundle_id") or ""))
             job = parse_job(rec, records_path.parent, sheets)
             opts = engine.defaults.validated(job.options)
         except (RecordError, OptionsError) as e:
@@ -101,12 +112,11 @@ def replay(engine, records_path: Path, group: int = 4, progress: bool = True) ->
             continue
         r = job.request
         job.request = LineRequest(r.character, r.utterance, r.scene, r.history, r.seed, opts)
-        pending.append((rec, job))
+        pending.append((exp, job))
         if len(pending) >= group:
             flush()
     if pending:
         flush()
-    recorded = {(r.get("expect") or {}).get("bundle_id") for _, r in read_records(records_path) if isinstance(r, dict)}
     return {"lines": len(rows), "same": sum(r["same"] for r in rows), "changed": sum(not r["same"] for r in rows),
             "problems": sum(bool(r["problems"]) for r in rows), "recorded_bundles": sorted(b for b in recorded if b),
             "bundle": engine.bundle.bundle_id, "rows": rows}

@@ -61,6 +61,18 @@ def test_recorded_traffic_replays_identically_and_a_change_is_caught(bundle_dir,
     assert [r["same"] for r in rows].count(False) == 1
 
 
+def test_unreadable_records_are_reported_not_fatal(engine, tmp_path):
+    brom = str(SAMPLES / "brom_blacksmith.yaml")
+    rec = tmp_path / "bad.jsonl"
+    rec.write_text("{oops\n" + json.dumps({"id": "a", "character": brom, "utterance": "Hi.", "expect": "aye"}) + "\n"
+                   + json.dumps({"id": "b", "character": brom, "utterance": "Hi.", "seed": 1,
+                                 "options": {"max_tokens": 4}, "expect": {"line": "x"}}) + "\n")
+    result = replay(engine, rec, progress=False)
+    assert result["lines"] == 3 and result["changed"] == 3
+    assert [r["problems"] for r in result["rows"][:2]] == [["unreadable record"]] * 2
+    assert "expect must be an object" in result["rows"][1]["error"]
+
+
 def test_judges():
     assert judge("Aye, the forge is hot.", ["phone"]) == []
     assert judge("", []) == ["empty"]
