@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from npc_brain.prompt import TEMPLATE_VERSION
+
 #: 2: the language model writes its KV cache in place (GroupQueryAttention; see export/llama.py).
 FORMAT_VERSION = 2
 
@@ -44,6 +46,10 @@ class Bundle:
         if manifest.get("format_version") != FORMAT_VERSION:
             raise BundleError(f"{path} has bundle format {manifest.get('format_version')}, this npc-brain reads "
                               f"{FORMAT_VERSION}; rebuild with `npc-brain build --force`")
+        if manifest.get("prompt_template") != TEMPLATE_VERSION:
+            # The voice was trained on prompts of one shape; serving it another one quietly degrades it.
+            raise BundleError(f"{path} was built for prompt template {manifest.get('prompt_template')!r}, this "
+                              f"npc-brain writes {TEMPLATE_VERSION!r}; rebuild with `npc-brain build --force`")
         for rel in manifest.get("components", {}):
             if not (path / rel).exists():
                 raise BundleError(f"bundle {path} is incomplete: {rel} is missing; rebuild with `npc-brain build --force`")

@@ -7,7 +7,15 @@ scene-prompting question. Two rates are reported per condition:
 
 * seen:      the vision model reported the forced condition;
 * reflected: the line mentions it (the condition's word or a synonym from
-             samples/behaviour/suite.yaml `scene_words`).
+             samples/behaviour/suite.yaml `scene_words`);
+* any:       the line mentions some notable condition the screenshot really shows
+             (danger, creatures, weather other than clear, dusk or night, a hurt player).
+
+By default each screenshot is "a screenshot of" its condition: the condition is the
+notable thing in it (clear weather, daylight, no other danger or creatures unless
+that is the condition). ``--cluttered`` draws every other tag at random as well, the
+way rounds before 2026-11-30 measured: a night screenshot may then also burn, and
+an NPC that speaks of the fire reflects the scene but not the night.
 
 The renders use seeds far from the training seeds (see the vision recipe).
 """
@@ -30,10 +38,14 @@ QUESTIONS = ["What now?", "What do you make of all this?", "Is it safe here?", "
 SEED_BASE = 9_000_000
 
 
-def forced_labels(cond: str, rng: np.random.Generator) -> dict:
+def forced_labels(cond: str, rng: np.random.Generator, cluttered: bool = False) -> dict:
     from npc_brain.render_scenes import sample_labels
 
     lab = sample_labels(rng)
+    if not cluttered:
+        lab.update(danger=[], creatures=[], player=None, time="day")
+        if lab["setting"] == "outdoor":
+            lab["weather"] = "clear"
     tag, value = CONDITIONS[cond]
     if tag == "weather":
         lab["place"], lab["weather"] = "town", value
@@ -53,7 +65,19 @@ def png_bytes(img: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def seen_only(vision_dir: Path, per_condition: int, seed_base: int) -> int:
+def notable(labels: dict) -> dict:
+    """The conditions of a screenshot an NPC might fairly remark on (its true labels)."""
+    out = {k: labels.get(k) for k in ("danger", "creatures") if labels.get(k)}
+    if labels.get("weather") not in (None, "clear"):
+        out["weather"] = labels["weather"]
+    if labels.get("time") in ("dusk", "night"):
+        out["time"] = labels["time"]
+    if labels.get("player") in ("hurt", "badly_hurt"):
+        out["player"] = labels["player"]
+    return out
+
+
+def seen_only(vision_dir: Path, per_condition: int, seed_base: int, cluttered: bool = False) -> int:
     """The vision half alone: how often the reader reports each forced condition (PNG round trip)."""
     from npc_brain.render_scenes import render_labels
     from npc_brain.vision import SceneReader, decode_screenshot
@@ -65,7 +89,7 @@ def seen_only(vision_dir: Path, per_condition: int, seed_base: int) -> int:
         seen = 0
         for k in range(per_condition):
             seed = seed_base + 1000 * ci + k
-            img, _ = render_labels(forced_labels(cond, np.random.default_rng(seed)), seed)
+            img, _ = render_labels(forced_labels(cond, np.random.default_rng(seed), cluttered), seed)
             v = reader.read(decode_screenshot(png_bytes(img))).get(tag)
             seen += value in (v if isinstance(v, list) else [v])
         rates.append(seen / per_condition)
@@ -82,9 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vision-only", type=Path, metavar="VISION_DIR", default=None,
                    help="only the 'seen' rate, from this scene.onnx folder (no LM, nothing written)")
     p.add_argument("--seed-base", type=int, default=SEED_BASE)
+    p.add_argument("--cluttered", action="store_true",
+                   help="draw every other scene tag at random too (the measure before 2026-11-30)")
+    p.add_argument("--section", default=None, help="figures section to write (default: scene or scene_cluttered)")
     a = p.parse_args(argv)
     if a.vision_only is not None:
-        return seen_only(a.vision_only, a.per_condition, a.seed_base)
+        return seen_only(a.vision_only, a.per_condition, a.seed_base, a.cluttered)
     import yaml
 
     from npc_brain.bench import write_section
@@ -103,10 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     examples = []
     for ci, cond in enumerate(CONDITIONS):
         tag, value = CONDITIONS[cond]
-        seen = reflected = 0
+        seen = reflected = anything = 0
         for k in range(a.per_condition):
             seed = a.seed_base + 1000 * ci + k
-            img, _ = render_labels(forced_labels(cond, np.random.default_rng(seed)), seed)
+            labels = forced_labels(cond, np.random.default_rng(seed), a.cluttered)
+            img, _ = render_labels(labels, seed)
             scene = engine.see(png_bytes(img))
             v = scene.get(tag)
             seen += value in (v if isinstance(v, list) else [v])
@@ -114,19 +142,22 @@ def main(argv: list[str] | None = None) -> int:
             rep = engine.generate(LineRequest(c, QUESTIONS[k % len(QUESTIONS)], scene, (), seed))
             hit = grounded(rep.line, {tag: value}, words)
             reflected += hit
+            anything += grounded(rep.line, notable(labels), words)
             if k < 2:
                 examples.append(f"- {cond}: saw `{scene}` -> {c.name}: \"{rep.line}\" ({'reflects' if hit else 'misses'})")
-        rows.append((cond, seen / a.per_condition, reflected / a.per_condition))
-        print(f"{cond}: seen {seen}/{a.per_condition}, reflected {reflected}/{a.per_condition}", flush=True)
-    total = sum(r[2] for r in rows) / len(rows)
-    body = (f"Command: `npc-brain eval scene --per-condition {a.per_condition}`; bundle "
-            f"{engine.bundle.bundle_id}; procedural screenshots (seeds from {SEED_BASE}), PNG through the whole "
-            "path (vision -> prompt -> line), deterministic sampling at default temperature.\n\n"
-            "| condition | vision saw it | line reflects it |\n|---|---|---|\n"
-            + "".join(f"| {c} | {s:.0%} | {r:.0%} |\n" for c, s, r in rows)
-            + f"| **all** | {sum(r[1] for r in rows) / len(rows):.0%} | **{total:.0%}** |\n\nExamples:\n"
+        n = a.per_condition
+        rows.append((cond, seen / n, reflected / n, anything / n))
+        print(f"{cond}: seen {seen}/{n}, reflected {reflected}/{n}, any notable condition {anything}/{n}", flush=True)
+    mean = [sum(r[i] for r in rows) / len(rows) for i in (1, 2, 3)]
+    kind = "cluttered (every other tag drawn at random)" if a.cluttered else "one notable condition each"
+    body = (f"Command: `npc-brain eval scene --per-condition {a.per_condition}{' --cluttered' * a.cluttered}`; "
+            f"bundle {engine.bundle.bundle_id}; procedural screenshots, {kind} (seeds from {a.seed_base}), PNG "
+            "through the whole path (vision -> prompt -> line), deterministic sampling at default temperature.\n\n"
+            "| condition | vision saw it | line reflects it | line reflects a notable condition |\n|---|---|---|---|\n"
+            + "".join(f"| {c} | {s:.0%} | {r:.0%} | {x:.0%} |\n" for c, s, r, x in rows)
+            + f"| **all** | {mean[0]:.0%} | **{mean[1]:.0%}** | {mean[2]:.0%} |\n\nExamples:\n"
             + "\n".join(examples) + "\n")
-    write_section(a.out, "scene", body)
+    write_section(a.out, a.section or ("scene_cluttered" if a.cluttered else "scene"), body)
     return 0
 
 

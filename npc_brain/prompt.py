@@ -9,8 +9,9 @@ The prompt is split in two parts on purpose:
   NPC's reply). Each chunk is prefilled on its own, in order, so the KV state after
   any run of exchanges depends only on their text: the engine caches it, and the
   next turn of the same conversation prefills only what is new;
-* the **turn** (scene facts, the player's words, and the assistant header) changes
-  every request.
+* the **turn** changes every request: the facts from the sheet that the player's words
+  point at (a short system note, see `recall`), the scene facts, the player's words, and
+  the assistant header.
 
 Player text is encoded with special-token parsing switched off, so an
 utterance containing ``<|im_end|>`` is just characters, never a control token.
@@ -26,8 +27,10 @@ from tokenizers import Tokenizer
 
 from npc_brain.character import Character
 from npc_brain.config import LIMITS
+from npc_brain.recall import relevant_facts
 
-TEMPLATE_VERSION = "chatml-npc-1"
+TEMPLATE_VERSION = "chatml-npc-2"  # 2: the recalled-facts note before the player's message
+RECALL_NOTE = "What you know about this: "
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 
 
@@ -109,15 +112,20 @@ class PromptBuilder:
         return [[i for t in e for i in self._message("user" if t.speaker == "player" else "assistant", t.text)]
                 for e in exchanges[first:]]
 
-    def current_ids(self, utterance: str, scene_text: str = "") -> list[int]:
-        """The player's message (scene facts first) and the assistant header."""
+    def current_ids(self, utterance: str, scene_text: str = "", knowledge: Sequence[str] = ()) -> list[int]:
+        """The facts the player asks about (a short system note; see `recall`), the player's
+        message (scene facts first) and the assistant header."""
         utterance = clean_utterance(utterance)
         said = f"({scene_text})\n{utterance}" if scene_text else utterance
-        return self._message("user", said) + [self.im_start, *self._plain("assistant\n")]
+        recalled = relevant_facts(utterance, knowledge)
+        note = self._message("system", RECALL_NOTE + " ".join(recalled)) if recalled else []
+        return note + self._message("user", said) + [self.im_start, *self._plain("assistant\n")]
 
-    def turn_ids(self, utterance: str, scene_text: str = "", history: Sequence[Turn] = ()) -> list[int]:
+    def turn_ids(self, utterance: str, scene_text: str = "", history: Sequence[Turn] = (),
+                 knowledge: Sequence[str] = ()) -> list[int]:
         """Everything after the persona, in one list (the history chunks, then the turn)."""
-        return [i for chunk in self.history_chunks(history) for i in chunk] + self.current_ids(utterance, scene_text)
+        return ([i for chunk in self.history_chunks(history) for i in chunk]
+                + self.current_ids(utterance, scene_text, knowledge))
 
 
 def clean_utterance(text: Any) -> str:

@@ -185,7 +185,9 @@ _PLACE_TEXT = {
     "mountain": "on a mountain", "sea": "at sea",
 }
 _CREATURE_TEXT = {"wolves": "wolves", "undead": "undead", "dragon": "a dragon", "soldiers": "soldiers"}
-_PLAYER_TEXT = {"healthy": "the player looks unhurt", "hurt": "the player looks hurt",
+# A healthy player is not news: the line should not be about it (and "the player" is not a word the
+# NPC should echo), so it is left out of the text; the reply's scene still reports it.
+_PLAYER_TEXT = {"healthy": "", "hurt": "the player looks hurt",
                 "badly_hurt": "the player looks badly hurt"}
 
 
@@ -257,7 +259,7 @@ def scene_to_text(scene: Mapping[str, Any]) -> str:
         clauses.append(f"{_and(creatures)} {verb} in view")
 
     player = scene.get("player")
-    if isinstance(player, str):
+    if isinstance(player, str) and _PLAYER_TEXT.get(player, player):
         clauses.append(_PLAYER_TEXT.get(player, f"the player is {_words(player)}"))
 
     extra = []

@@ -57,6 +57,22 @@ def test_bundle_manifest_is_complete(bundle_dir):
     assert b.bundle_id.startswith("b-")
 
 
+def test_a_bundle_for_another_prompt_template_is_refused(bundle_dir, tmp_path):
+    import json
+
+    import pytest
+
+    from npc_brain.bundle import Bundle, BundleError
+    from npc_brain.prompt import TEMPLATE_VERSION
+
+    m = json.loads((bundle_dir / "manifest.json").read_text())
+    assert m["prompt_template"] == TEMPLATE_VERSION
+    m["prompt_template"] = "chatml-npc-0"
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="prompt template 'chatml-npc-0'.*rebuild"):
+        Bundle.open(tmp_path)
+
+
 def test_bundle_build_is_cached(bundle_dir):
     from export.bundle import build_bundle
 

@@ -90,6 +90,8 @@ def test_scene_to_text():
     assert scene_to_text({"creatures": ["dragon"], "danger": ["combat"]}) == \
         "A fight is going on; a dragon is in view."
     assert "mood: tense" in scene_to_text({"setting": "outdoor", "mood": "tense"})
+    assert scene_to_text({"time": "day", "player": "healthy"}) == "It is day."  # not news
+    assert scene_to_text({"player": "healthy"}) == ""
 
 
 # ---------------------------------------------------------------- decoding

@@ -523,8 +523,8 @@ class Sequence_:
         return sum(1 for x in self.labels if x != -100)
 
 
-def _turn_tokens(builder: PromptBuilder, t: Example) -> tuple[list[int], list[int]]:
-    prompt = builder.turn_ids(t.utterance, scene_to_text(t.scene) if t.scene else "")
+def _turn_tokens(builder: PromptBuilder, c: Character, t: Example) -> tuple[list[int], list[int]]:
+    prompt = builder.turn_ids(t.utterance, scene_to_text(t.scene) if t.scene else "", knowledge=c.knowledge)
     target = builder._plain(f"[{t.emotion}]") + builder._plain(" " + t.reply) + [builder.im_end]
     return prompt + target + builder.newline, [-100] * len(prompt) + target + [-100] * len(builder.newline)
 
@@ -534,7 +534,7 @@ def render(builder: PromptBuilder, c: Character, turns: Sequence[Example], sheet
     ids = list(builder.persona_ids(c))
     labels = [-100] * len(ids)
     for t in turns:
-        i, lab = _turn_tokens(builder, t)
+        i, lab = _turn_tokens(builder, c, t)
         ids += i
         labels += lab
     return Sequence_(ids, labels, sheet_id or c.id, [t.kind for t in turns])
@@ -546,7 +546,7 @@ def render_packed(builder: PromptBuilder, c: Character, turns: Sequence[Example]
     P = len(ids)
     labels, pos, seg = [-100] * P, list(range(P)), [0] * P
     for k, t in enumerate(turns, start=1):
-        i, lab = _turn_tokens(builder, t)
+        i, lab = _turn_tokens(builder, c, t)
         ids += i
         labels += lab
         pos += list(range(P, P + len(i)))

@@ -1,0 +1,72 @@
+"""Which of the NPC's facts is the player asking about?
+
+A 135M model reads a persona of several hundred tokens and, asked "how much for a
+delivery?", often answers with the wrong fact or none. The fact the player's words
+point at is therefore repeated right before the question (see ``prompt.PromptBuilder``),
+where a small model looks hardest. Choosing it needs no model: the player's
+content words are matched against each fact, rarer words counting more, and a
+fact is recalled only when something beyond small talk matches.
+
+Only ``knowledge`` is ever recalled; secrets never reach the prompt at all.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Sequence
+
+# Words that say nothing about which fact is meant (questions, pronouns, fillers).
+_STOP = frozenset("""
+a an the and or but if of to in on at by for with from into onto over under about above below
+up down out off is are was were be been being am do does did done have has had can could will
+would shall should may might must i me my mine you your yours we us our he him his she her it
+its they them their this that these those there here what when where which who whom whose why
+how any some all no not yes so too very just then than also only still get got go goes going
+come tell know say said think want need let please much many more most well really now today
+around anything something thing things one ones way like about hey hello hi oh ah okay ok sure
+right good bad lot kind
+""".split())
+_WORD = re.compile(r"[a-z0-9]+")
+MAX_RECALLED = 2
+
+
+def _stem(word: str) -> str:
+    """Plural and tense endings off, so "flies" meets "fly" and "hunts" meets "hunt"."""
+    for suffix, repl in (("ies", "y"), ("ves", "f"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: len(word) - len(suffix)] + repl
+    return word
+
+
+def content_terms(text: str) -> set[str]:
+    return {_stem(w) for w in _WORD.findall(text.lower().replace("'s", "")) if w not in _STOP and len(w) > 1}
+
+
+def _match(a: str, b: str) -> bool:
+    """Same stem, or a shared start of four letters or more ("deliver" / "delivery")."""
+    if a == b:
+        return True
+    n = min(len(a), len(b))
+    return n >= 4 and a[:n] == b[:n]
+
+
+def relevant_facts(utterance: str, knowledge: Sequence[str], most: int = MAX_RECALLED) -> list[str]:
+    """The facts the utterance asks about, best first; [] when nothing specific matches.
+
+    Score = sum over the utterance's content words found in the fact of log(1 + N/df),
+    df being how many of the N facts hold the word, so a word every fact shares counts
+    little. A second fact is recalled only when it scores as well as the first."""
+    facts = [f for f in knowledge if f.strip()]
+    asked = content_terms(utterance)
+    if not facts or not asked:
+        return []
+    terms = [content_terms(f) for f in facts]
+    hits = [{q for q in asked if any(_match(q, t) for t in ts)} for ts in terms]
+    df = {q: sum(q in h for h in hits) for q in asked}
+    scores = [sum(math.log(1 + len(facts) / df[q]) for q in h) for h in hits]
+    order = sorted(range(len(facts)), key=lambda i: -scores[i])
+    best = scores[order[0]]
+    if best <= 0:
+        return []
+    return [facts[i] for i in order[:most] if scores[i] >= best - 1e-9]

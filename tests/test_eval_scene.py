@@ -1,0 +1,26 @@
+"""The end-to-end scene check's screenshots (npc_brain.eval_scene), without the models."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from npc_brain.eval_scene import CONDITIONS, forced_labels, notable
+
+
+def test_a_screenshot_of_a_condition_has_that_condition_as_its_only_notable_one():
+    for cond, (tag, value) in CONDITIONS.items():
+        for seed in range(30):
+            lab = forced_labels(cond, np.random.default_rng(seed))
+            want = {tag: [value] if tag == "danger" else value}
+            assert notable(lab) == want, (cond, seed, lab)
+
+
+def test_cluttered_screenshots_keep_the_condition_and_draw_the_rest():
+    extra = 0
+    for cond, (tag, value) in CONDITIONS.items():
+        for seed in range(30):
+            lab = forced_labels(cond, np.random.default_rng(seed), cluttered=True)
+            got = lab[tag]
+            assert value in (got if isinstance(got, list) else [got])
+            extra += len(notable(lab)) > 1
+    assert extra > 20  # other conditions do appear alongside
