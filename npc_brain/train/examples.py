@@ -226,7 +226,7 @@ _SCENE_MOOD = {"fire": ("afraid", "surprised"), "combat": ("afraid", "angry"), "
                "undead": ("afraid", "disgusted"), "dragon": ("afraid", "surprised"), "hurt": ("sad", "afraid"),
                "badly_hurt": ("afraid", "sad"), "rain": ("sad", "neutral"), "storm": ("afraid",),
                "day": ("happy",), "dusk": ("neutral",)}
-_SCENE_PRIORITY = ("danger", "creatures", "player", "weather", "place", "time")
+_SCENE_PRIORITY = ("danger", "creatures", "player", "weather", "time", "place")
 _SCENE_TAGS = {"place": ["forest", "town", "field", "house", "tavern", "cave", "dungeon", "desert", "mountain",
                          "beach", "sea"],
                "time": ["night", "dusk", "day"], "weather": ["rain", "snow", "fog", "storm"],
@@ -241,23 +241,29 @@ _SCENE_QS = ["What do you make of this place?", "Well? What now?", "Everything a
 
 
 def random_scene(rng: random.Random) -> dict[str, Any]:
-    """One to three tags from the scene vocabulary, lists where the protocol uses lists."""
+    """One to three tags from the scene vocabulary (lists where the protocol uses lists); half the
+    time with a place and a time of day too, the way vision reports every screenshot."""
     cats = rng.sample(sorted(_SCENE_TAGS), rng.choice([1, 1, 2, 2, 3]))
     scene: dict[str, Any] = {}
     for cat in cats:
         v = rng.choice(_SCENE_TAGS[cat])
         scene[cat] = [v] if cat in ("danger", "creatures") else v
+    if rng.random() < 0.5:  # what a screenshot gives: a place and a time of day always come along
+        for cat in ("place", "time"):
+            scene.setdefault(cat, rng.choice(_SCENE_TAGS[cat]))
     return scene
 
 
 def scene_values(scene: dict[str, Any]) -> list[str]:
-    """Scene values in the order an NPC would react to them (danger first)."""
+    """Scene values in the order an NPC would react to them: danger first; night or dusk before
+    the place (every screenshot has a place, and an NPC remarks on the dark before the street);
+    plain daylight last."""
     vals = []
     for tag in _SCENE_PRIORITY:
         v = scene.get(tag)
         for x in (v if isinstance(v, list) else [v] if v else []):
             vals.append(str(x))
-    return vals
+    return [v for v in vals if v != "day"] + [v for v in vals if v == "day"]
 
 
 def scene_example(s: Sheet, q: str, scene: dict[str, Any], rng: random.Random) -> Example:
