@@ -222,3 +222,12 @@ def test_bundle_generation_defaults_come_from_beside_the_adapter(tmp_path):
     (tmp_path / "generation_defaults.json").write_text(json.dumps({"temperature": 9}))
     with pytest.raises(OptionsError):
         generation_defaults(adapter)
+
+
+def test_scene_replies_react_to_the_dark_before_the_place_and_to_danger_first():
+    from npc_brain.train.examples import scene_values
+
+    assert scene_values({"place": "town", "time": "night"}) == ["night", "town"]
+    assert scene_values({"place": "town", "time": "day"}) == ["town", "day"]
+    assert scene_values({"place": "tavern", "time": "dusk", "danger": ["fire"], "weather": "rain"})[:3] == \
+        ["fire", "rain", "dusk"]
