@@ -224,19 +224,24 @@ _SESSIONS: dict[int, Any] = {}
 def _feature_session(model: SceneModel) -> Any:
     """The feature half of the graph through ONNX Runtime (1 thread): several times faster than
     PyTorch eager on these shared cores, and the same numbers the bundle computes."""
+    if id(model) not in _SESSIONS:
+        _SESSIONS[id(model)] = image_session(_Features(model), WORK / "features" / f"v{FEATURE_VERSION}_features.onnx",
+                                             "features")
+    return _SESSIONS[id(model)]
+
+
+def image_session(module: nn.Module, path: Path, output: str) -> Any:
+    """Export ``module`` (uint8 NHWC 224x224 images -> one batched output) to ``path`` and open it in
+    ONNX Runtime with 1 thread."""
     import onnxruntime as ort
 
-    if id(model) not in _SESSIONS:
-        path = WORK / "features" / f"v{FEATURE_VERSION}_features.onnx"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        dummy = torch.zeros(1, INPUT_SIZE, INPUT_SIZE, 3, dtype=torch.uint8)
-        torch.onnx.export(_Features(model).eval(), (dummy,), str(path), input_names=["image"],
-                          output_names=["features"], dynamic_axes={"image": {0: "batch"}, "features": {0: "batch"}},
-                          opset_version=17, dynamo=False)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1
-        _SESSIONS[id(model)] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return _SESSIONS[id(model)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dummy = torch.zeros(1, INPUT_SIZE, INPUT_SIZE, 3, dtype=torch.uint8)
+    torch.onnx.export(module.eval(), (dummy,), str(path), input_names=["image"], output_names=[output],
+                      dynamic_axes={"image": {0: "batch"}, output: {0: "batch"}}, opset_version=17, dynamo=False)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def extract(model: SceneModel, images: list[np.ndarray], batch: int = 16) -> np.ndarray:
@@ -683,6 +688,22 @@ def export_onnx(model: SceneModel, path: Path) -> None:
                       dynamo=False)
 
 
+def load_scene_model(head_dir: Path = ARTIFACTS) -> SceneModel:
+    """Backbone + head from head_dir; where the recipe names a fine-tuned top (export.vision_top),
+    the backbone's last block and final conv get those weights."""
+    head_dir = Path(head_dir)
+    recipe = json.loads((head_dir / HEAD_JSON.name).read_text())
+    backbone = load_backbone()
+    if recipe.get("top"):
+        from export.vision_top import TOP_FROM, load_top
+
+        if recipe["top"].get("from_block") != TOP_FROM:
+            raise ValueError(f"{head_dir / HEAD_JSON.name}: top from block {recipe['top'].get('from_block')}, "
+                             f"this code fine-tunes from block {TOP_FROM}: retrain it")
+        load_top(backbone, head_dir)
+    return SceneModel(backbone, load_head(head_dir)).eval()
+
+
 def build_vision(out_dir: Path, head_dir: Path = ARTIFACTS) -> dict:
     """Write out_dir/scene.onnx and out_dir/vocab.json from the committed head (trains if missing)."""
     out_dir, head_dir = Path(out_dir), Path(head_dir)
@@ -690,7 +711,7 @@ def build_vision(out_dir: Path, head_dir: Path = ARTIFACTS) -> dict:
     if not (head_dir / HEAD_NPZ.name).exists():
         train([], 4000, 60, 0.0, head_dir)
     recipe = json.loads((head_dir / HEAD_JSON.name).read_text())
-    model = SceneModel(load_backbone(), load_head(head_dir)).eval()
+    model = load_scene_model(head_dir)
     export_onnx(model, out_dir / "scene.onnx")
     vocab = {
         "version": 1,
@@ -705,7 +726,7 @@ def build_vision(out_dir: Path, head_dir: Path = ARTIFACTS) -> dict:
     (out_dir / "vocab.json").write_text(json.dumps(vocab, indent=2) + "\n")
     digest = hashlib.sha256((out_dir / "scene.onnx").read_bytes()).hexdigest()
     provenance = {k: recipe.get(k) for k in ("backbone", "head", "procedural", "real", "training", "sha256",
-                                             "command")}
+                                             "command", "top")}
     return {"vocab": {t["name"]: t["values"] for t in vocab["tags"]}, "multi_label": sorted(MULTI_LABEL),
             "sha256": digest, "head": provenance}
 
@@ -714,7 +735,7 @@ def parity(out_dir: Path, images: list[np.ndarray]) -> float:
     """Max |torch - onnxruntime| over the probabilities of the given images."""
     import onnxruntime as ort
 
-    model = SceneModel(load_backbone(), load_head()).eval()
+    model = load_scene_model()
     batch = np.stack([prepare(im) for im in images])
     with torch.no_grad():
         ref = model(torch.from_numpy(batch)).numpy()
@@ -749,6 +770,20 @@ def main(argv: list[str] | None = None) -> int:
                         "procedural renders (seeds %d..+%d)" % VALIDATION_SEEDS)
         sp.add_argument("--regrade-proc", type=int, default=0,
                         help="add this many re-graded (dusk / night) procedural renders")
+    lt = sub.add_parser("logo-top", help="leave one game out, frozen round-2 recipe vs the backbone's top "
+                        "fine-tuned with the head (export.vision_top), scored on the left-out game")
+    tt = sub.add_parser("train-top", help="train the round-2 head, then fine-tune the backbone's top with "
+                        "its all-feature members (export.vision_top)")
+    tt.add_argument("--head-dir", type=Path, default=ARTIFACTS)
+    lt.add_argument("--only", action="append", default=None)
+    lt.add_argument("--json", type=Path)
+    lt.add_argument("--no-validation", action="store_true", help="skip scoring validation renders per epoch")
+    for sp in (lt, tt):
+        sp.add_argument("--real", action="append", default=[])
+        sp.add_argument("--n-proc", type=int, default=4000)
+        sp.add_argument("--epochs", type=int, default=60, help="head epochs on the frozen features")
+        sp.add_argument("--real-weight", type=float, default=1.0)
+        sp.add_argument("--top-epochs", type=int, default=None, help="fine-tuning epochs (default 6)")
     b = sub.add_parser("build", help="export scene.onnx + vocab.json")
     b.add_argument("out", type=Path)
     b.add_argument("--head-dir", type=Path, default=ARTIFACTS)
@@ -760,6 +795,20 @@ def main(argv: list[str] | None = None) -> int:
         report = leave_one_game_out(args.real, args.n_proc, args.epochs, args.real_weight,
                                     not args.no_committed, args.regrade_real, args.regrade_proc, args.route,
                                     args.only)
+        text = json.dumps(report, indent=2)
+        print(text)
+        if args.json:
+            args.json.write_text(text + "\n")
+    elif args.cmd in ("logo-top", "train-top"):
+        from export import vision_top
+
+        ft = dict(vision_top.FT, **({"epochs": args.top_epochs} if args.top_epochs else {}))
+        if args.cmd == "train-top":
+            print(json.dumps(vision_top.train_top(args.real, args.n_proc, args.epochs, args.real_weight,
+                                                  args.head_dir, ft), indent=2))
+            return 0
+        report = vision_top.logo_top(args.real, args.n_proc, args.epochs, args.real_weight, ft, args.only,
+                                     not args.no_validation)
         text = json.dumps(report, indent=2)
         print(text)
         if args.json:

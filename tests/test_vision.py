@@ -358,3 +358,32 @@ def test_wesnoth_terrain_classes():
     rows = [["Uu"] * 20 for _ in range(6)] + [["Gg"] * 20 for _ in range(14)]
     assert cap._wesnoth_view(rows, 10, 2)["cave"] > 0.5
     assert cap._wesnoth_view(rows, 10, 14) == {"field": 1.0}
+
+
+def test_fine_tuned_top_round_trip(tmp_path):
+    """A top saved by export.vision_top patches a fresh backbone exactly (fp16), and the patched
+    backbone's pooled features are what Top computes on the cached cut activations."""
+    torch = pytest.importorskip("torch")
+    from export.vision import load_backbone
+    from export.vision_top import TOP_FROM, Top, _Trunk, load_top, save_top
+
+    torch.manual_seed(0)
+    tuned = load_backbone()
+    top = Top(tuned)
+    with torch.no_grad():
+        for p in top.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+        for t in top.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(t.half().float())  # what is stored
+    save_top(top, tmp_path)
+    fresh = load_backbone()
+    load_top(fresh, tmp_path)
+    for a, b in zip(Top(fresh).state_dict().values(), top.state_dict().values()):
+        assert torch.equal(a, b)
+    assert len(list(fresh._blocks)) > TOP_FROM
+    x = torch.from_numpy(prepare(IMG))[None]
+    with torch.no_grad():
+        fmap = fresh.extract_features((x.permute(0, 3, 1, 2).float() - 127.5) / 128.0)
+        via_cut = Top(fresh)(_Trunk(fresh).eval()(x))
+    assert torch.allclose(torch.cat([fmap.mean(dim=(2, 3)), fmap.amax(dim=(2, 3))], 1), via_cut, atol=1e-4)
