@@ -731,11 +731,11 @@ def build_vision(out_dir: Path, head_dir: Path = ARTIFACTS) -> dict:
             "sha256": digest, "head": provenance}
 
 
-def parity(out_dir: Path, images: list[np.ndarray]) -> float:
-    """Max |torch - onnxruntime| over the probabilities of the given images."""
+def parity(out_dir: Path, images: list[np.ndarray], head_dir: Path = ARTIFACTS) -> float:
+    """Max |torch - onnxruntime| over the probabilities of the given images (out_dir built from head_dir)."""
     import onnxruntime as ort
 
-    model = load_scene_model()
+    model = load_scene_model(head_dir)
     batch = np.stack([prepare(im) for im in images])
     with torch.no_grad():
         ref = model(torch.from_numpy(batch)).numpy()

@@ -202,7 +202,7 @@ def fine_tune(backbone: nn.Module, acts: np.ndarray, feats: np.ndarray, single: 
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         sched.step()
         entry = {"epoch": epoch + 1, "loss": round(total / n, 4), "seconds": round(time.time() - t0)}
         if val is not None:
