@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from npc_brain.eval_scene import CONDITIONS, forced_labels, notable
+from npc_brain.eval_scene import CONDITIONS, forced_labels, notable, screenshot
 
 
 def test_a_screenshot_of_a_condition_has_that_condition_as_its_only_notable_one():
@@ -24,3 +24,14 @@ def test_cluttered_screenshots_keep_the_condition_and_draw_the_rest():
             assert value in (got if isinstance(got, list) else [got])
             extra += len(notable(lab)) > 1
     assert extra > 20  # other conditions do appear alongside
+
+
+def test_rendered_screenshots_really_show_their_condition():
+    for cond, (tag, value) in CONDITIONS.items():
+        for k in range(3):
+            img, exact = screenshot(cond, 9_000_000 + k)
+            assert img.ndim == 3 and img.shape[2] == 3
+            assert notable(exact) == {tag: [value] if tag == "danger" else value}, (cond, k, exact)
+            _, cluttered = screenshot(cond, 9_000_000 + k, cluttered=True)
+            got = cluttered[tag]
+            assert value in (got if isinstance(got, list) else [got])
