@@ -293,6 +293,7 @@ def test_reader_outputs_vocab_values(vision_dir):
                 assert value in SCENE_VOCAB[tag]
         scored = reader.read_with_scores(img)
         assert set(scored) == set(SCENE_VOCAB)
+        assert "player" not in seen  # the HUD reading is too unreliable to report (see UNTRUSTED_TAGS)
         assert scene_to_text(merge_scene(seen, None)) == "" or scene_to_text(merge_scene(seen, None)).endswith(".")
 
 
