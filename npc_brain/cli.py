@@ -40,7 +40,7 @@ def cmd_say(a: argparse.Namespace) -> int:
 
     try:
         character = load_character(a.character)
-        opts = GenerationOptions().validated(_options(a))
+        GenerationOptions().validated(_options(a))  # a bad option fails before the bundle loads
     except (CharacterError, OptionsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -63,6 +63,7 @@ def cmd_say(a: argparse.Namespace) -> int:
     from npc_brain.engine import Engine, LineRequest
 
     engine = Engine.load(a.bundle)
+    opts = engine.defaults.validated(_options(a))  # the bundle's defaults (its voice's), then the flags
     if a.screenshot:
         from npc_brain.vision import ImageError
 

@@ -22,6 +22,20 @@ def test_say_prints_a_tagged_line_and_json(bundle_dir):
     assert rep["line"] and rep["emotion"] and rep["scene"] == {"time": "night"} and rep["seed"] == 4
 
 
+def test_say_uses_the_bundles_generation_defaults_unless_told(bundle_dir):
+    """The bundle's voice comes with its own sampler defaults (manifest); a local `say` must use them."""
+    from npc_brain.bundle import Bundle
+
+    most = Bundle.open(bundle_dir).manifest.get("generation_defaults", {}).get("max_tokens", 48)
+    args = ("say", "--character", str(SAMPLES / "brom_blacksmith.yaml"), "--seed", "4", "--json")
+    said = json.loads(_run(*args, "Tell me everything about this town, the mine and the bandits.",
+                           bundle=bundle_dir).stdout)
+    assert said["tokens"] <= most
+    longer = json.loads(_run(*args, "--max-tokens", str(most + 20), "Tell me everything about this town, "
+                             "the mine and the bandits.", bundle=bundle_dir).stdout)
+    assert longer["tokens"] <= most + 20 and longer["line"].startswith(said["line"][:20])
+
+
 def test_bad_inputs_give_clear_errors_not_tracebacks(bundle_dir, tmp_path):
     bad_sheet = tmp_path / "bad.yaml"
     bad_sheet.write_text("role: no name here\n")
