@@ -24,7 +24,7 @@ import hashlib
 import io
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -205,8 +205,7 @@ def run_batch(engine: Engine, src: Path, dst: Path, n_override: int | None = Non
     def flush() -> None:
         if not pending:
             return
-        reqs = [LineRequest(j.request.character, j.request.utterance, j.request.scene, j.request.history,
-                            j.request.seed + k, j.request.options) for j, k in pending]
+        reqs = [replace(j.request, seed=j.request.seed + k) for j, k in pending]
         try:
             replies = engine.generate_many(reqs)
         except PromptError as e:
@@ -232,9 +231,7 @@ def run_batch(engine: Engine, src: Path, dst: Path, n_override: int | None = Non
                 raise rec
             job = parse_job(rec, src.parent, sheets)
             if job.options:
-                r = job.request
-                job.request = LineRequest(r.character, r.utterance, r.scene, r.history, r.seed,
-                                          engine.defaults.validated(job.options))
+                job.request = replace(job.request, options=engine.defaults.validated(job.options))
             if job.screenshot is not None:
                 job = _with_vision(engine, job)
         except (RecordError, OptionsError) as e:
@@ -265,5 +262,4 @@ def _with_vision(engine: Engine, job: Job) -> Job:
         if job.request.scene:  # the engine's tags still describe the scene
             return job
         raise RecordError(e.code, f"screenshot {job.screenshot.name}: {e}") from e
-    r = job.request
-    return Job(job.id, LineRequest(r.character, r.utterance, scene, r.history, r.seed, r.options), job.n, None)
+    return replace(job, request=replace(job.request, scene=scene), screenshot=None)

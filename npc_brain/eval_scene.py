@@ -65,6 +65,12 @@ def png_bytes(img: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def shows(labels: dict, tag: str, value: str) -> bool:
+    """`labels` (true or read) hold `value` for `tag`, a single value or one of a list."""
+    got = labels.get(tag)
+    return value in (got if isinstance(got, list) else [got])
+
+
 def notable(labels: dict) -> dict:
     """The conditions of a screenshot an NPC might fairly remark on (its true labels)."""
     out = {k: labels.get(k) for k in ("danger", "creatures") if labels.get(k)}
@@ -88,8 +94,7 @@ def screenshot(cond: str, seed: int, cluttered: bool = False) -> tuple[np.ndarra
     tag, value = CONDITIONS[cond]
     for _ in range(20):
         img, exact = render_labels(forced_labels(cond, np.random.default_rng(seed), cluttered), seed)
-        got = exact.get(tag)
-        if value in (got if isinstance(got, list) else [got]) and (cluttered or set(notable(exact)) == {tag}):
+        if shows(exact, tag, value) and (cluttered or set(notable(exact)) == {tag}):
             return img, exact
         seed += 100
     raise RuntimeError(f"no render shows {cond} near seed {seed}")
@@ -107,8 +112,7 @@ def seen_only(vision_dir: Path, per_condition: int, seed_base: int, cluttered: b
         for k in range(per_condition):
             seed = seed_base + 1000 * ci + k
             img, _ = screenshot(cond, seed, cluttered)
-            v = reader.read(decode_screenshot(png_bytes(img))).get(tag)
-            seen += value in (v if isinstance(v, list) else [v])
+            seen += shows(reader.read(decode_screenshot(png_bytes(img))), tag, value)
         rates.append(seen / per_condition)
         print(f"{cond}: seen {seen}/{per_condition}", flush=True)
     print(f"all: {sum(rates) / len(rates):.3f}")
@@ -125,7 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed-base", type=int, default=SEED_BASE)
     p.add_argument("--cluttered", action="store_true",
                    help="draw every other scene tag at random too (the measure before 2026-11-30)")
-    p.add_argument("--section", default=None, help="figures section to write (default: scene or scene_cluttered)")
     a = p.parse_args(argv)
     if a.vision_only is not None:
         return seen_only(a.vision_only, a.per_condition, a.seed_base, a.cluttered)
@@ -151,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             seed = a.seed_base + 1000 * ci + k
             img, labels = screenshot(cond, seed, a.cluttered)
             scene = engine.see(png_bytes(img))
-            v = scene.get(tag)
-            seen += value in (v if isinstance(v, list) else [v])
+            seen += shows(scene, tag, value)
             c = sheets[k % len(sheets)]
             rep = engine.generate(LineRequest(c, QUESTIONS[k % len(QUESTIONS)], scene, (), seed))
             hit = grounded(rep.line, {tag: value}, words)
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             + "".join(f"| {c} | {s:.0%} | {r:.0%} | {x:.0%} |\n" for c, s, r, x in rows)
             + f"| **all** | {mean[0]:.0%} | **{mean[1]:.0%}** | {mean[2]:.0%} |\n\nExamples:\n"
             + "\n".join(examples) + "\n")
-    write_section(a.out, a.section or ("scene_cluttered" if a.cluttered else "scene"), body)
+    write_section(a.out, "scene_cluttered" if a.cluttered else "scene", body)
     return 0
 
 

@@ -259,8 +259,9 @@ def scene_to_text(scene: Mapping[str, Any]) -> str:
         clauses.append(f"{_and(creatures)} {verb} in view")
 
     player = scene.get("player")
-    if isinstance(player, str) and _PLAYER_TEXT.get(player, player):
-        clauses.append(_PLAYER_TEXT.get(player, f"the player is {_words(player)}"))
+    said = _PLAYER_TEXT.get(player, f"the player is {_words(player)}") if isinstance(player, str) else ""
+    if said:
+        clauses.append(said)
 
     extra = []
     for tag, value in scene.items():
