@@ -218,7 +218,8 @@ class Engine:
         from npc_brain.scene import scene_to_text
 
         chunks = self.prompts.history_chunks(req.history)
-        current = self.prompts.current_ids(req.utterance, scene_to_text(req.scene or {}), req.character.knowledge)
+        current = self.prompts.current_ids(req.utterance, scene_to_text(req.scene or {}), req.character.knowledge,
+                                           req.history)
         kv, persona_ids = self.persona(req.character)
         n_prompt = len(persona_ids) + sum(map(len, chunks)) + len(current)
         if n_prompt > LIMITS.max_prompt_tokens:

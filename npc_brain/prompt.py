@@ -27,7 +27,7 @@ from tokenizers import Tokenizer
 
 from npc_brain.character import Character
 from npc_brain.config import LIMITS
-from npc_brain.recall import relevant_facts
+from npc_brain.recall import recall_for_turn
 
 TEMPLATE_VERSION = "chatml-npc-2"  # 2: the recalled-facts note before the player's message
 RECALL_NOTE = "What you know about this: "
@@ -112,12 +112,15 @@ class PromptBuilder:
         return [[i for t in e for i in self._message("user" if t.speaker == "player" else "assistant", t.text)]
                 for e in exchanges[first:]]
 
-    def current_ids(self, utterance: str, scene_text: str = "", knowledge: Sequence[str] = ()) -> list[int]:
-        """The facts the player asks about (a short system note; see `recall`), the player's
+    def current_ids(self, utterance: str, scene_text: str = "", knowledge: Sequence[str] = (),
+                    history: Sequence[Turn] = ()) -> list[int]:
+        """The facts the player asks about (a short system note; see `recall`; a follow-up
+        question is matched through the player's previous line in `history`), the player's
         message (scene facts first) and the assistant header."""
         utterance = clean_utterance(utterance)
         said = f"({scene_text})\n{utterance}" if scene_text else utterance
-        recalled = relevant_facts(utterance, knowledge)
+        previous = next((t.text for t in reversed(history) if t.speaker == "player"), "")
+        recalled = recall_for_turn(utterance, knowledge, previous)
         note = self._message("system", RECALL_NOTE + " ".join(recalled)) if recalled else []
         return note + self._message("user", said) + [self.im_start, *self._plain("assistant\n")]
 
@@ -125,7 +128,7 @@ class PromptBuilder:
                  knowledge: Sequence[str] = ()) -> list[int]:
         """Everything after the persona, in one list (the history chunks, then the turn)."""
         return ([i for chunk in self.history_chunks(history) for i in chunk]
-                + self.current_ids(utterance, scene_text, knowledge))
+                + self.current_ids(utterance, scene_text, knowledge, history))
 
 
 def clean_utterance(text: Any) -> str:

@@ -7,6 +7,9 @@ where a small model looks hardest. Choosing it needs no model: the player's
 content words are matched against each fact, rarer words counting more, and a
 fact is recalled only when something beyond small talk matches.
 
+A follow-up question ("and how much is it?") names nothing itself: when it matches no
+fact, the player's previous line is matched instead (``recall_for_turn``).
+
 Only ``knowledge`` is ever recalled; secrets never reach the prompt at all.
 """
 
@@ -30,6 +33,9 @@ right good bad lot kind
 """.split())
 _WORD = re.compile(r"[a-z0-9]+")
 MAX_RECALLED = 2
+# Words that point back at what was said before ("is *it* far?", "how much for *those*?").
+_POINTING = frozenset("it its that this those these they them there he she him her one ones".split())
+_FOLLOW_OPENERS = ("and ", "so ", "but ", "then ", "what about", "how about")
 
 
 def _stem(word: str) -> str:
@@ -84,3 +90,21 @@ def relevant_facts(utterance: str, knowledge: Sequence[str], most: int = MAX_REC
     if best <= 0:
         return []
     return [facts[i] for i in order[:most] if scores[i] >= best - 1e-9]
+
+
+def is_follow_up(utterance: str) -> bool:
+    """A short question that points back ("and when does it open?", "is that far?")."""
+    low = utterance.strip().lower()
+    words = _WORD.findall(low)
+    return (low.endswith("?") and 0 < len(words) <= 12
+            and (any(w in _POINTING for w in words) or low.startswith(_FOLLOW_OPENERS)))
+
+
+def recall_for_turn(utterance: str, knowledge: Sequence[str], previous: str = "",
+                    most: int = MAX_RECALLED) -> list[str]:
+    """``relevant_facts`` of this turn; for a follow-up question that matches nothing itself, of
+    the player's previous line. Small talk after a question ("thanks!") recalls nothing."""
+    found = relevant_facts(utterance, knowledge, most)
+    if found or not previous or not is_follow_up(utterance):
+        return found
+    return relevant_facts(previous, knowledge, most)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
-from npc_brain.recall import content_terms, relevant_facts
+from npc_brain.recall import content_terms, is_follow_up, recall_for_turn, relevant_facts
 
 FACTS = [
     "A healing poultice of comfrey costs five coppers.",
@@ -42,3 +42,15 @@ def test_stop_words_and_endings():
 def test_any_text_gives_facts_from_the_list(q, facts):
     got = relevant_facts(q, facts)
     assert len(got) <= 2 and all(g in facts for g in got)
+
+
+def test_a_follow_up_question_is_matched_through_the_previous_line():
+    before = "When does the tax collector come?"
+    for q in ("And is he strict?", "Every month? Are you sure about that?", "So when is that?"):
+        assert is_follow_up(q) and recall_for_turn(q, FACTS, before) == [FACTS[1]]
+    # the turn's own match wins; small talk, statements and long questions do not reach back
+    assert recall_for_turn("And where does nightshade grow?", FACTS, before) == [FACTS[2]]
+    for q in ("Thanks for that.", "Thanks!", "Lovely weather?",
+              "Is that the sort of thing folk around here worry about all the time, would you say?"):
+        assert recall_for_turn(q, FACTS, before) == []
+    assert recall_for_turn("Is that far?", FACTS, "") == []
