@@ -22,7 +22,7 @@ def _scene_args(pairs: list[str] | None) -> dict[str, str]:
 
 
 def _options(a: argparse.Namespace) -> dict:
-    return {k: getattr(a, k) for k in ("temperature", "top_p", "top_k", "repetition_penalty", "max_tokens")
+    return {k: getattr(a, k) for k in ("temperature", "top_p", "min_p", "top_k", "repetition_penalty", "max_tokens")
             if getattr(a, k, None) is not None}
 
 
@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, default=30.0, help="with --connect: seconds to wait for each try")
     add_client_curve_args(s)
     s.add_argument("--json", action="store_true", help="print the whole reply as JSON")
-    for opt, typ in (("temperature", float), ("top_p", float), ("top_k", int), ("repetition_penalty", float),
+    for opt, typ in (("temperature", float), ("top_p", float), ("min_p", float), ("top_k", int), ("repetition_penalty", float),
                      ("max_tokens", int)):
         s.add_argument(f"--{opt.replace('_', '-')}", dest=opt, type=typ)
     s.set_defaults(func=cmd_say)

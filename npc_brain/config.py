@@ -25,12 +25,16 @@ class GenerationOptions:
     temperature: float = 0.7
     top_k: int = 40
     top_p: float = 0.9
+    # Keep only tokens at least this share as likely as the top one (0 = off). Unlike top_p it
+    # cuts less where the model is unsure and more where it is sure, so a fact's words survive
+    # a temperature that varies the framing around them.
+    min_p: float = 0.0
     repetition_penalty: float = 1.15
     max_tokens: int = 48
     catchphrase_bias: float = 1.5
 
     _BOUNDS = {
-        "temperature": (0.0, 2.0), "top_k": (0, 1000), "top_p": (0.0, 1.0),
+        "temperature": (0.0, 2.0), "top_k": (0, 1000), "top_p": (0.0, 1.0), "min_p": (0.0, 0.99),
         "repetition_penalty": (1.0, 2.0), "max_tokens": (1, 128), "catchphrase_bias": (0.0, 5.0),
     }
 

@@ -268,6 +268,7 @@ class Options:
     top_k: int | None = None
     repetition_penalty: float | None = None
     max_tokens: int | None = None
+    min_p: float | None = None  # added later: last, so positional construction keeps working
 
     def as_dict(self) -> dict[str, Any]:
         """Only the options the client set."""
@@ -562,7 +563,7 @@ def _history(f: _Fields) -> tuple[Turn, ...]:
     return tuple(turns)
 
 
-_OPTION_KEYS = ("temperature", "top_p", "top_k", "repetition_penalty", "max_tokens")
+_OPTION_KEYS = ("temperature", "top_p", "min_p", "top_k", "repetition_penalty", "max_tokens")
 
 
 def _options(f: _Fields) -> Options:
@@ -576,6 +577,7 @@ def _options(f: _Fields) -> Options:
     return Options(
         temperature=o.number("temperature", 0.0, 2.0),
         top_p=o.number("top_p", 0.0, 1.0, lo_open=True),
+        min_p=o.number("min_p", 0.0, 0.99),
         top_k=o.integer("top_k", 0, 1000),
         repetition_penalty=o.number("repetition_penalty", 0.0, 3.0, lo_open=True),
         max_tokens=o.integer("max_tokens", 1, MAX_TOKENS),

@@ -184,6 +184,9 @@ class LineSampler:
         idx = top_k_ids(z, k)
         idx = idx[np.argsort(-z[idx], kind="stable")]
         p = np.exp(z[idx] - z[idx[0]])
+        if self.opt.min_p > 0.0:  # judged on the model's own odds, before the temperature flattens them
+            keep = int(np.count_nonzero(logits[idx] - logits[idx[0]] >= np.log(self.opt.min_p)))
+            idx, p = idx[:keep], p[:keep]
         p /= p.sum()
         if self.opt.top_p < 1.0:
             keep = int(np.searchsorted(np.cumsum(p), self.opt.top_p) + 1)

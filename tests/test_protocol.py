@@ -268,6 +268,8 @@ BAD_SAYS = [
     (dict(options={"temperature": -0.1}), ErrorCode.BAD_REQUEST, "r1"),
     (dict(options={"temperature": "hot"}), ErrorCode.BAD_REQUEST, "r1"),
     (dict(options={"top_p": 1.01}), ErrorCode.BAD_REQUEST, "r1"),
+    (dict(options={"min_p": 1.0}), ErrorCode.BAD_REQUEST, "r1"),
+    (dict(options={"min_p": -0.1}), ErrorCode.BAD_REQUEST, "r1"),
     (dict(options={"top_k": 0.5}), ErrorCode.BAD_REQUEST, "r1"),
     (dict(options={"top_k": 1001}), ErrorCode.BAD_REQUEST, "r1"),
     (dict(options={"repetition_penalty": 0}), ErrorCode.BAD_REQUEST, "r1"),
@@ -296,6 +298,7 @@ def test_say_validation(changes, code, rid):
 def test_options_accept_ints_as_floats():
     req = p.parse_request(p.encode(say(options={"temperature": 1, "top_p": 1, "repetition_penalty": 2})))
     assert req.options.temperature == 1.0 and isinstance(req.options.temperature, float)
+    assert p.parse_request(p.encode(say(options={"min_p": 0.1}))).options.as_dict() == {"min_p": 0.1}
 
 
 def test_limits_at_the_edge_pass():

@@ -128,6 +128,24 @@ def test_top_k_one_is_greedy_and_top_p_keeps_the_head(texts):
     assert {s.next_token(z.copy()) for _ in range(10)} == {1234}
 
 
+def test_min_p_cuts_by_the_models_odds_before_the_temperature(texts):
+    """Three tokens at odds 1 : 0.5 : 0.05. min_p 0.1 keeps the first two at any temperature, even
+    one that makes the third nearly as likely; without it the third is drawn at that temperature."""
+    V = len(texts.texts)
+    a, b, c = (texts.tok.encode(w, add_special_tokens=False).ids[0] for w in (" apple", " river", " stone"))
+    z = np.full(V, -60.0)
+    z[a], z[b], z[c] = 10.0, 10.0 + np.log(0.5), 10.0 + np.log(0.05)
+
+    def drawn(min_p: float) -> set[int]:
+        opts = GenerationOptions(temperature=2.0, top_k=0, top_p=1.0, min_p=min_p, repetition_penalty=1.0)
+        s = LineSampler(texts, opts, 5, ["neutral"])
+        _skip_emotion(s, V)
+        return {s.next_token(z.copy()) for _ in range(300)}
+
+    assert drawn(0.1) == {a, b}
+    assert drawn(0.0) == {a, b, c}
+
+
 def test_catchphrase_bias_targets_distinct_words(texts):
     ids = catchphrase_token_ids(texts.tok, ["Steel remembers.", "Mind the sparks."])
     words = {texts.texts[i].strip().lower() for i in ids}
