@@ -16,6 +16,7 @@ Only ``knowledge`` is ever recalled; secrets never reach the prompt at all.
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import re
 from typing import Sequence
@@ -65,21 +66,28 @@ def _facts_matching(word: str, index: dict[str, set[int]], ordered: list[str]) -
     return found
 
 
+@functools.lru_cache(maxsize=256)
+def _fact_index(knowledge: tuple[str, ...]) -> tuple[list[str], dict[str, set[int]], list[str]]:
+    """The sheet's facts, which facts hold each word, and the words in order; built once per sheet
+    (a sheet's knowledge is the same tuple on every turn), not on every line."""
+    facts = [f for f in knowledge if f.strip()]
+    index: dict[str, set[int]] = {}
+    for i, f in enumerate(facts):
+        for t in content_terms(f):
+            index.setdefault(t, set()).add(i)
+    return facts, index, sorted(index)
+
+
 def relevant_facts(utterance: str, knowledge: Sequence[str], most: int = MAX_RECALLED) -> list[str]:
     """The facts the utterance asks about, best first; [] when nothing specific matches.
 
     Score = sum over the utterance's content words found in the fact of log(1 + N/df),
     df being how many of the N facts hold the word, so a word every fact shares counts
     little. A second fact is recalled only when it scores as well as the first."""
-    facts = [f for f in knowledge if f.strip()]
+    facts, index, ordered = _fact_index(tuple(knowledge))
     asked = content_terms(utterance)
     if not facts or not asked:
         return []
-    index: dict[str, set[int]] = {}
-    for i, f in enumerate(facts):
-        for t in content_terms(f):
-            index.setdefault(t, set()).add(i)
-    ordered = sorted(index)
     scores = [0.0] * len(facts)
     for q in asked:
         holders = _facts_matching(q, index, ordered)
