@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 
 _STAGE = re.compile(r"\*[^*]*\*|\([^)]*\)|\[[^\]]*\]")
-_SENTENCE_END = re.compile(r"[.!?…](?=[\"')\]]*(\s|$))")
+# A title's full stop ends no sentence: "I'm Dr. Quell and" cut by the token limit keeps "I'm Dr." otherwise.
+_TITLES = ("Dr", "Mr", "Mrs", "Ms", "Mx", "St", "Mt", "Capt", "Sgt", "Prof", "Lt", "Col", "Gen", "Rev", "Fr", "Jr", "Sr")
+_SENTENCE_END = re.compile("".join(rf"(?<!\b{t})" for t in _TITLES) + r"[.!?…](?=[\"')\]]*(\s|$))")
 # A fine-tuned voice now and then glues a stray word onto its last sentence ("... swallow it.ortunately",
 # "... know it.LEGATO"): a word stuck to the final full stop, with no space, ends no real line.
 _GLUED_TAIL = re.compile(r"(?<=\w[.!?…])[A-Za-z]{2,}$")

@@ -54,6 +54,8 @@ def test_history_validation():
     ("Chew it! Don't swallow it.ortunately", "Chew it! Don't swallow it."),
     ("Everyone here knows it.LEGATO", "Everyone here knows it."),
     ("Meet me at the docks, i.e. pier three.", "Meet me at the docks, i.e. pier three."),
+    ("Right. I'm Dr. Quell and the", "Right."),  # a title's full stop ends no sentence
+    ("Ask Mrs. Vell at St. Agnes. She keeps the", "Ask Mrs. Vell at St. Agnes."),
 ])
 def test_clean_line(raw, expected):
     assert clean_line(raw, "Brom Ironhand", truncated=raw.endswith("the")) == expected
