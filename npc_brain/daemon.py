@@ -60,6 +60,7 @@ class DaemonConfig:
     curve_clients: Path | None = None  # folder of allowed client public keys
     debug_hooks: bool = False  # enables the test-only `debug_pause` message
     record: Path | None = None  # append every line said to this JSONL file (`npc-brain replay` reads it)
+    record_max_mb: float = 256.0  # then the file rotates to FILE.1 .. FILE.4
     registered_max: int = 1024
     worker_connect: str | None = None  # scale-out: connect to a broker's backend instead of binding
     curve_client_secret: Path | None = None  # worker: its own secret key file (the broker allows its public key)
@@ -115,7 +116,7 @@ class Daemon:
         if cfg.record is not None:
             from npc_brain.replay import Recorder
 
-            self.recorder = Recorder(cfg.record)
+            self.recorder = Recorder(cfg.record, max_bytes=int(cfg.record_max_mb * (1 << 20)))
 
     # --- socket -------------------------------------------------------------------
     def open_socket(self) -> zmq.Socket:
@@ -512,6 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decode each NPC alone: same seed => same line regardless of load (slower under load)")
     p.add_argument("--state-dir", type=Path, help="keep conversations on disk (survive restarts)")
     p.add_argument("--record", type=Path, help="append every line said to this JSONL file, for `npc-brain replay`")
+    p.add_argument("--record-max-mb", type=float, default=256.0,
+                   help="with --record: past this size the file rotates to FILE.1 (older: FILE.2 .. FILE.4)")
     p.add_argument("--curve-secret", type=Path)
     p.add_argument("--curve-clients", type=Path)
     p.add_argument("--threads", type=int)
@@ -526,10 +529,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
+    p = build_parser()
+    a = p.parse_args(argv)
+    if a.record_max_mb <= 0:
+        p.error("--record-max-mb must be more than 0")
     logging.basicConfig(level=a.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = DaemonConfig(bind=a.bind, max_active=a.max_active, queue_capacity=a.queue_capacity,
-                       prefill_budget_ms=a.prefill_budget_ms, record=a.record,
+                       prefill_budget_ms=a.prefill_budget_ms, record=a.record, record_max_mb=a.record_max_mb,
                        drain_timeout_s=a.drain_timeout, deterministic=a.deterministic, state_dir=a.state_dir,
                        curve_secret=a.curve_secret, curve_clients=a.curve_clients, debug_hooks=a.debug_hooks,
                        worker_connect=a.connect if a.worker else None,

@@ -29,14 +29,31 @@ MAX_WORDS = 60
 
 
 class Recorder:
-    """Appends records to a JSONL file, one complete line per write (safe to tail or cut)."""
+    """Appends records to a JSONL file, one complete line per write (safe to tail or cut).
 
-    def __init__(self, path: Path):
+    A daemon left recording for days must not fill the disk: once the file passes ``max_bytes`` it
+    becomes FILE.1 (FILE.1 becomes FILE.2, ...; FILE.``keep`` is dropped) and a new FILE starts, the
+    way logrotate would, so every file is a whole set of records that `npc-brain replay` reads."""
+
+    def __init__(self, path: Path, max_bytes: int = 256 << 20, keep: int = 4):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.max_bytes = max(1, int(max_bytes))
+        self.keep = max(0, int(keep))
         self._f: IO[str] = open(path, "a", encoding="utf-8")
         self._lock = threading.Lock()
         self.count = 0
+
+    def _rotate(self) -> None:
+        self._f.close()
+        for k in range(self.keep, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{k}")
+            newer = self.path.with_name(f"{self.path.name}.{k - 1}") if k > 1 else self.path
+            if newer.exists():
+                newer.replace(older)  # over the oldest, when k == keep
+        if self.keep == 0:
+            self.path.unlink(missing_ok=True)
+        self._f = open(self.path, "a", encoding="utf-8")
 
     def line(self, request_id: str, character: dict[str, Any], utterance: str, scene: dict[str, Any],
              history: Sequence[Any], seed: int, options: dict[str, Any], text: str, emotion: str,
@@ -45,8 +62,11 @@ class Recorder:
                "scene": scene, "history": [{"speaker": t.speaker, "text": t.text} for t in history],
                "seed": seed, "options": options,
                "expect": {"line": text, "emotion": emotion, "tokens": tokens, "bundle_id": bundle_id}}
+        data = json.dumps(rec, ensure_ascii=False) + "\n"
         with self._lock:
-            self._f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            if self._f.tell() > 0 and self._f.tell() + len(data.encode("utf-8")) > self.max_bytes:
+                self._rotate()
+            self._f.write(data)
             self._f.flush()
             self.count += 1
 

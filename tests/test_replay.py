@@ -8,7 +8,7 @@ import threading
 import yaml
 
 from npc_brain.client import Client
-from npc_brain.replay import judge, main as replay_main, replay
+from npc_brain.replay import Recorder, judge, main as replay_main, replay
 from tests.conftest import SAMPLES
 from tests.test_daemon import start_daemon, stop
 
@@ -83,3 +83,21 @@ def test_judges():
 def test_replay_of_a_missing_file_says_how_to_record(tmp_path, capsys):
     assert replay_main([str(tmp_path / "nope.jsonl")]) == 2
     assert "--record" in capsys.readouterr().err
+
+
+def test_a_long_recording_rotates_into_whole_files(tmp_path):
+    """Past max_bytes the file becomes FILE.1 (FILE.1 -> FILE.2 ...), the oldest beyond `keep` goes,
+    and every file holds whole records."""
+    from npc_brain.prompt import Turn
+
+    path = tmp_path / "traffic.jsonl"
+    rec = Recorder(path, max_bytes=2000, keep=2)
+    for i in range(60):
+        rec.line(f"r{i}", {"name": "Brom"}, "x" * 100, {}, [Turn("player", "hi")], i, {}, "Aye.", "neutral", 3, "b-1")
+    rec.close()
+    files = [path, path.with_name("traffic.jsonl.1"), path.with_name("traffic.jsonl.2")]
+    assert all(f.exists() for f in files) and not path.with_name("traffic.jsonl.3").exists()
+    ids = [[json.loads(x)["id"] for x in f.read_text().splitlines()] for f in files]
+    assert all(f.stat().st_size <= 2000 for f in files) and all(ids)
+    newest_first = [int(i.split("-")[0]) for group in ids for i in group[::-1]]
+    assert newest_first == list(range(59, 59 - len(newest_first), -1))  # no gap, nothing reordered
