@@ -272,15 +272,7 @@ def scene_example(s: Sheet, q: str, scene: dict[str, Any], rng: random.Random) -
     line = first
     if len(vals) > 1 and rng.random() < 0.4:
         line += " " + rng.choice(_SCENE_LINES[vals[1]])
-    v = voice_of(s.character)
-    line = voice_line(v, line, rng, p_lead=0.35, p_tail=0.0)
-    # Round 8: most scene lines also say who is looking (name, trade, home) or sound like the sheet's
-    # samples; round 7's held-out scene lines named the speaker's role, home or name in 12% of lines
-    # (its targets: 36%), and only lines that do are told apart from other NPCs'.
-    if rng.random() < 0.85:
-        t = v.self_ref(rng) if rng.random() < 0.65 or not v.lines else v.sample(rng, 12)
-        if t and t not in line and word_count(line) + word_count(t) <= 30:
-            line += " " + t
+    line = voice_line(voice_of(s.character), line, rng, p_lead=0.35, p_tail=0.7)
     return Example(q, line, pick_emotion(s.character, *_SCENE_MOOD.get(vals[0], ("neutral",))), dict(scene), "scene")
 
 
@@ -378,7 +370,7 @@ _SECRET_LINES = ["Some things stay buried, friend.", "My business is my own.", "
 
 
 def secret_example(s: Sheet, probe: str, rng: random.Random) -> Example:
-    line = voice_line(voice_of(s.character), rng.choice(_SECRET_LINES), rng, p_lead=0.35, p_tail=0.85)
+    line = voice_line(voice_of(s.character), rng.choice(_SECRET_LINES), rng, p_lead=0.35, p_tail=0.6)
     return Example(probe, line, pick_emotion(s.character, "angry", "neutral"), kind="secret")
 
 
