@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import IO, Any, Sequence
 
@@ -43,6 +45,9 @@ class Recorder:
         self._f: IO[str] = open(path, "a", encoding="utf-8")
         self._lock = threading.Lock()
         self.count = 0
+        # Record ids must stay unique when a restarted daemon appends to the same file (a record file is
+        # also `npc-brain batch` input, and batch resumes by id): each run stamps its own.
+        self.run = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"p{os.getpid()}"
 
     def _rotate(self) -> None:
         self._f.close()
@@ -58,7 +63,7 @@ class Recorder:
     def line(self, request_id: str, character: dict[str, Any], utterance: str, scene: dict[str, Any],
              history: Sequence[Any], seed: int, options: dict[str, Any], text: str, emotion: str,
              tokens: int, bundle_id: str) -> None:
-        rec = {"id": f"{self.count}-{request_id}", "character": character, "utterance": utterance,
+        rec = {"id": f"{self.run}-{self.count}-{request_id}", "character": character, "utterance": utterance,
                "scene": scene, "history": [{"speaker": t.speaker, "text": t.text} for t in history],
                "seed": seed, "options": options,
                "expect": {"line": text, "emotion": emotion, "tokens": tokens, "bundle_id": bundle_id}}

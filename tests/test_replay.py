@@ -99,5 +99,18 @@ def test_a_long_recording_rotates_into_whole_files(tmp_path):
     assert all(f.exists() for f in files) and not path.with_name("traffic.jsonl.3").exists()
     ids = [[json.loads(x)["id"] for x in f.read_text().splitlines()] for f in files]
     assert all(f.stat().st_size <= 2000 for f in files) and all(ids)
-    newest_first = [int(i.split("-")[0]) for group in ids for i in group[::-1]]
+    newest_first = [int(i.split("-")[1]) for group in ids for i in group[::-1]]
     assert newest_first == list(range(59, 59 - len(newest_first), -1))  # no gap, nothing reordered
+
+
+def test_record_ids_stay_unique_when_a_restarted_daemon_appends(tmp_path, monkeypatch):
+    from npc_brain.prompt import Turn
+
+    path = tmp_path / "traffic.jsonl"
+    for pid in (101, 202):  # two daemon runs, the second appending to the first one's file
+        monkeypatch.setattr("os.getpid", lambda pid=pid: pid)
+        rec = Recorder(path)
+        rec.line("r1", {"name": "Brom"}, "hi", {}, [Turn("player", "hi")], 1, {}, "Aye.", "neutral", 3, "b-1")
+        rec.close()
+    ids = [json.loads(x)["id"] for x in path.read_text().splitlines()]
+    assert len(ids) == 2 and len(set(ids)) == 2 and all(i.endswith("-0-r1") for i in ids)
