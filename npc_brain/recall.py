@@ -37,6 +37,7 @@ MAX_RECALLED = 2
 # Words that point back at what was said before ("is *it* far?", "how much for *those*?").
 _POINTING = frozenset("it its that this those these they them there he she him her one ones".split())
 _FOLLOW_OPENERS = ("and ", "so ", "but ", "then ", "what about", "how about")
+_REPEAT = frozenset(("again", "repeat"))  # "say that again", "tell me again?"
 
 
 def _stem(word: str) -> str:
@@ -101,11 +102,15 @@ def relevant_facts(utterance: str, knowledge: Sequence[str], most: int = MAX_REC
 
 
 def is_follow_up(utterance: str) -> bool:
-    """A short question that points back ("and when does it open?", "is that far?")."""
+    """A short question that points back ("and when does it open?", "is that far?"), or a short
+    request to hear it again ("say that again.")."""
     low = utterance.strip().lower()
     words = _WORD.findall(low)
-    return (low.endswith("?") and 0 < len(words) <= 12
-            and (any(w in _POINTING for w in words) or low.startswith(_FOLLOW_OPENERS)))
+    if not 0 < len(words) <= 12:
+        return False
+    if any(w in _REPEAT for w in words):
+        return True
+    return low.endswith("?") and (any(w in _POINTING for w in words) or low.startswith(_FOLLOW_OPENERS))
 
 
 def recall_for_turn(utterance: str, knowledge: Sequence[str], previous: str = "",

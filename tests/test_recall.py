@@ -46,7 +46,8 @@ def test_any_text_gives_facts_from_the_list(q, facts):
 
 def test_a_follow_up_question_is_matched_through_the_previous_line():
     before = "When does the tax collector come?"
-    for q in ("And is he strict?", "Every month? Are you sure about that?", "So when is that?"):
+    for q in ("And is he strict?", "Every month? Are you sure about that?", "So when is that?",
+              "Really? Tell me again?", "Repeat please."):
         assert is_follow_up(q) and recall_for_turn(q, FACTS, before) == [FACTS[1]]
     # the turn's own match wins; small talk, statements and long questions do not reach back
     assert recall_for_turn("And where does nightshade grow?", FACTS, before) == [FACTS[2]]
