@@ -21,9 +21,13 @@ def _scene_args(pairs: list[str] | None) -> dict[str, str]:
     return scene
 
 
+# The sampling flags of `say`: the parser adds one per entry, `_options` reads them back.
+_SAY_OPTIONS = (("temperature", float), ("top_p", float), ("min_p", float), ("top_k", int),
+                ("repetition_penalty", float), ("max_tokens", int))
+
+
 def _options(a: argparse.Namespace) -> dict:
-    return {k: getattr(a, k) for k in ("temperature", "top_p", "min_p", "top_k", "repetition_penalty", "max_tokens")
-            if getattr(a, k, None) is not None}
+    return {k: getattr(a, k) for k, _ in _SAY_OPTIONS if getattr(a, k, None) is not None}
 
 
 def cmd_build(a: argparse.Namespace) -> int:
@@ -134,8 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, default=30.0, help="with --connect: seconds to wait for each try")
     add_client_curve_args(s)
     s.add_argument("--json", action="store_true", help="print the whole reply as JSON")
-    for opt, typ in (("temperature", float), ("top_p", float), ("min_p", float), ("top_k", int), ("repetition_penalty", float),
-                     ("max_tokens", int)):
+    for opt, typ in _SAY_OPTIONS:
         s.add_argument(f"--{opt.replace('_', '-')}", dest=opt, type=typ)
     s.set_defaults(func=cmd_say)
 

@@ -15,7 +15,7 @@ import enum
 import math
 import re
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
 import msgpack
@@ -563,14 +563,14 @@ def _history(f: _Fields) -> tuple[Turn, ...]:
     return tuple(turns)
 
 
-_OPTION_KEYS = ("temperature", "top_p", "min_p", "top_k", "repetition_penalty", "max_tokens")
+_OPTION_KEYS = frozenset(f.name for f in fields(Options))  # the keys a client may set
 
 
 def _options(f: _Fields) -> Options:
     raw = f.get("options", dict, False)
     if raw is None:
         return Options()
-    unknown = sorted(set(raw) - set(_OPTION_KEYS))
+    unknown = sorted(set(raw) - _OPTION_KEYS)
     if unknown:
         raise f.bad(f"unknown option(s): {', '.join(unknown)}")
     o = _Fields(raw, f.rid, "options.")
