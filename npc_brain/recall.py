@@ -52,13 +52,13 @@ def content_terms(text: str) -> set[str]:
     return {_stem(w) for w in _WORD.findall(text.lower().replace("'s", "")) if w not in _STOP and len(w) > 1}
 
 
-def _facts_matching(word: str, index: dict[str, set[int]], ordered: list[str]) -> set[int]:
+def _facts_matching(word: str, index: dict[str, frozenset[int]], ordered: list[str]) -> set[int]:
     """The facts holding `word`, or a word that starts it or that it starts, the shorter of the two
     having four letters or more ("deliver" / "delivery"). Dictionary lookups and one bisection, not a
     scan, so a hostile 1000-character question against 64 long facts costs a few milliseconds."""
     found = set(index.get(word, ()))
     for n in range(4, len(word)):
-        found |= index.get(word[:n], set())
+        found |= index.get(word[:n], frozenset())
     if len(word) >= 4:
         i = bisect.bisect_left(ordered, word)
         while i < len(ordered) and ordered[i].startswith(word):
@@ -68,15 +68,16 @@ def _facts_matching(word: str, index: dict[str, set[int]], ordered: list[str]) -
 
 
 @functools.lru_cache(maxsize=256)
-def _fact_index(knowledge: tuple[str, ...]) -> tuple[list[str], dict[str, set[int]], list[str]]:
+def _fact_index(knowledge: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, frozenset[int]], list[str]]:
     """The sheet's facts, which facts hold each word, and the words in order; built once per sheet
-    (a sheet's knowledge is the same tuple on every turn), not on every line."""
-    facts = [f for f in knowledge if f.strip()]
+    (a sheet's knowledge is the same tuple on every turn), not on every line. Every caller shares
+    the cached result, so the facts and their sets are immutable."""
+    facts = tuple(f for f in knowledge if f.strip())
     index: dict[str, set[int]] = {}
     for i, f in enumerate(facts):
         for t in content_terms(f):
             index.setdefault(t, set()).add(i)
-    return facts, index, sorted(index)
+    return facts, {t: frozenset(ids) for t, ids in index.items()}, sorted(index)
 
 
 def relevant_facts(utterance: str, knowledge: Sequence[str], most: int = MAX_RECALLED) -> list[str]:
