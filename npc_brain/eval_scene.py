@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed-base", type=int, default=SEED_BASE)
     p.add_argument("--cluttered", action="store_true",
                    help="draw every other scene tag at random too (the measure before 2026-11-30)")
+    p.add_argument("--engine-tags", action="store_true",
+                   help="skip vision: send the renderer's exact labels as the engine's tags (the voice alone)")
     a = p.parse_args(argv)
     if a.vision_only is not None:
         return seen_only(a.vision_only, a.per_condition, a.seed_base, a.cluttered)
@@ -138,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     from npc_brain.character import load_character
     from npc_brain.engine import Engine, LineRequest
     from npc_brain.eval_lines import grounded
+    from npc_brain.scene import merge_scene
 
     words = yaml.safe_load(open(ROOT / "samples" / "behaviour" / "suite.yaml")).get("scene_words", {})
     sheets = [load_character(f) for f in sorted((ROOT / "samples" / "characters").glob("*.yaml"))]
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         for k in range(a.per_condition):
             seed = a.seed_base + 1000 * ci + k
             img, labels = screenshot(cond, seed, a.cluttered)
-            scene = engine.see(png_bytes(img))
+            scene = merge_scene(None, labels) if a.engine_tags else engine.see(png_bytes(img))
             seen += shows(scene, tag, value)
             c = sheets[k % len(sheets)]
             rep = engine.generate(LineRequest(c, QUESTIONS[k % len(QUESTIONS)], scene, (), seed))
@@ -167,14 +170,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{cond}: seen {seen}/{n}, reflected {reflected}/{n}, any notable condition {anything}/{n}", flush=True)
     mean = [sum(r[i] for r in rows) / len(rows) for i in (1, 2, 3)]
     kind = "cluttered (every other tag drawn at random)" if a.cluttered else "one notable condition each"
-    body = (f"Command: `npc-brain eval scene --per-condition {a.per_condition}{' --cluttered' * a.cluttered}`; "
-            f"bundle {engine.bundle.bundle_id}; procedural screenshots, {kind} (seeds from {a.seed_base}), PNG "
-            "through the whole path (vision -> prompt -> line), deterministic sampling at default temperature.\n\n"
+    path = "PNG through the whole path (vision -> prompt -> line)"
+    if a.engine_tags:
+        path = "vision skipped: the renderer's exact labels go in as the game's tags (tags -> prompt -> line)"
+    flags = " --cluttered" * a.cluttered + " --engine-tags" * a.engine_tags
+    body = (f"Command: `npc-brain eval scene --per-condition {a.per_condition}{flags}`; "
+            f"bundle {engine.bundle.bundle_id}; procedural screenshots, {kind} (seeds from {a.seed_base}), "
+            f"{path}, deterministic sampling at default temperature.\n\n"
             "| condition | vision saw it | line reflects it | line reflects a notable condition |\n|---|---|---|---|\n"
             + "".join(f"| {c} | {s:.0%} | {r:.0%} | {x:.0%} |\n" for c, s, r, x in rows)
             + f"| **all** | {mean[0]:.0%} | **{mean[1]:.0%}** | {mean[2]:.0%} |\n\nExamples:\n"
             + "\n".join(examples) + "\n")
-    write_section(a.out, "scene_cluttered" if a.cluttered else "scene", body)
+    section = "scene" + "_cluttered" * a.cluttered + "_engine_tags" * a.engine_tags
+    write_section(a.out, section, body)
     return 0
 
 

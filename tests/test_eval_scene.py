@@ -35,3 +35,18 @@ def test_rendered_screenshots_really_show_their_condition():
             _, cluttered = screenshot(cond, 9_000_000 + k, cluttered=True)
             got = cluttered[tag]
             assert value in (got if isinstance(got, list) else [got])
+
+
+def test_engine_tags_mode_sends_the_exact_labels_and_writes_its_own_section(bundle_dir, tmp_path):
+    """--engine-tags skips vision: every condition is 'seen' (the renderer's labels go in as the
+    game's tags), and the table lands in its own section, not over the vision run's."""
+    from npc_brain.eval_scene import main
+
+    out = tmp_path / "figures.md"
+    out.write_text("# figures\n")
+    assert main(["--bundle", str(bundle_dir), "--per-condition", "1", "--engine-tags", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "<!-- scene_engine_tags:start -->" in text and "<!-- scene:start -->" not in text
+    assert "--engine-tags" in text
+    for cond in CONDITIONS:
+        assert f"| {cond} | 100% |" in text
