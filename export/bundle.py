@@ -27,7 +27,8 @@ PHASES = {"prefill": "lm/model_int8.onnx", "decode": "lm/model_int4.onnx"}
 
 
 # The modules whose code shapes the bundle's bytes (not parity/bench helpers).
-BUNDLE_SOURCES = ("base_model.py", "llama.py", "onnx_lm.py", "bundle.py", "vision.py")
+BUNDLE_SOURCES = ("base_model.py", "llama.py", "onnx_lm.py", "bundle.py", "vision.py", "vision_top.py",
+                  "vision_spatial.py")
 
 
 def _sha(path: Path) -> str:

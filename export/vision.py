@@ -47,6 +47,7 @@ N_STATS = 16
 FEATURES = 1280 * 2 + 3 * COLOUR_GRID * COLOUR_GRID + 3 + BANDS * N_STATS  # avg + max pool, grid, std, stats
 FEATURE_VERSION = 3
 THRESHOLDS = {"single": 0.4, "multi": 0.5}
+CUT_BLOCK = 15  # export.vision_spatial reads the activations entering this block (192 x 7 x 7)
 
 
 def tag_layout() -> list[dict[str, Any]]:
@@ -171,24 +172,42 @@ def colour_stats(x01: torch.Tensor) -> torch.Tensor:
 class SceneModel(nn.Module):
     """uint8 NHWC 224x224x3 -> per-tag probabilities; preprocessing lives in the graph."""
 
-    def __init__(self, backbone: nn.Module, head: SceneHead):
+    def __init__(self, backbone: nn.Module, head: SceneHead, spatial: nn.Module | None = None):
         super().__init__()
-        self.backbone, self.head = backbone, head
+        self.backbone, self.head, self.spatial = backbone, head, spatial
+
+    def backbone_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The backbone's final feature map (as its ``extract_features``) and its activations at
+        the input of block CUT_BLOCK (what export.vision_spatial reads)."""
+        b = self.backbone
+        x = b._swish(b._bn0(b._conv_stem(x)))
+        cut = x
+        for idx, block in enumerate(b._blocks):
+            if idx == CUT_BLOCK:
+                cut = x
+            rate = b._global_params.drop_connect_rate
+            x = block(x, drop_connect_rate=rate * float(idx) / len(b._blocks) if rate else rate)
+        return b._swish(b._bn1(b._conv_head(x))), cut
 
     def features(self, image_u8: torch.Tensor) -> torch.Tensor:
+        return self._features(image_u8)[0]
+
+    def _features(self, image_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = image_u8.permute(0, 3, 1, 2).to(torch.float32)
         x = (x - 127.5) / 128.0
-        fmap = self.backbone.extract_features(x)
+        fmap, cut = self.backbone_maps(x)
         # colour layout (sky at the top, darkness, tint) survives here even where ImageNet features
         # are colour-invariant; max pooling keeps small things (HUD bars, silhouettes) visible
         grid = nn.functional.adaptive_avg_pool2d(x, COLOUR_GRID).flatten(1)
         mean = x.mean(dim=(2, 3))
         std = torch.sqrt(torch.clamp((x * x).mean(dim=(2, 3)) - mean * mean, min=1e-6))
         stats = colour_stats(image_u8.permute(0, 3, 1, 2).to(torch.float32) / 255.0)
-        return torch.cat([fmap.mean(dim=(2, 3)), fmap.amax(dim=(2, 3)), grid, std, stats], dim=1)
+        return torch.cat([fmap.mean(dim=(2, 3)), fmap.amax(dim=(2, 3)), grid, std, stats], dim=1), cut
 
     def forward(self, image_u8: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(image_u8))
+        feats, cut = self._features(image_u8)
+        probs = self.head(feats)
+        return probs if self.spatial is None else self.spatial.override(probs, cut)
 
 
 # ---------------------------------------------------------------- data + feature cache
@@ -701,7 +720,9 @@ def load_scene_model(head_dir: Path = ARTIFACTS) -> SceneModel:
             raise ValueError(f"{head_dir / HEAD_JSON.name}: top from block {recipe['top'].get('from_block')}, "
                              f"this code fine-tunes from block {TOP_FROM}: retrain it")
         load_top(backbone, head_dir)
-    return SceneModel(backbone, load_head(head_dir)).eval()
+    from export.vision_spatial import load_spatial
+
+    return SceneModel(backbone, load_head(head_dir), load_spatial(head_dir)).eval()
 
 
 def build_vision(out_dir: Path, head_dir: Path = ARTIFACTS) -> dict:
@@ -784,6 +805,11 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("--epochs", type=int, default=60, help="head epochs on the frozen features")
         sp.add_argument("--real-weight", type=float, default=1.0)
         sp.add_argument("--top-epochs", type=int, default=None, help="fine-tuning epochs (default 6)")
+    sp_ = sub.add_parser("train-spatial", help="train the danger/creatures head on the backbone's 7x7 map "
+                         "(export.vision_spatial) and record it in the committed head's recipe")
+    sp_.add_argument("--n-proc", type=int, default=4000)
+    sp_.add_argument("--head-dir", type=Path, default=ARTIFACTS)
+    sp_.add_argument("--dry-run", action="store_true", help="score only; write nothing")
     b = sub.add_parser("build", help="export scene.onnx + vocab.json")
     b.add_argument("out", type=Path)
     b.add_argument("--head-dir", type=Path, default=ARTIFACTS)
@@ -799,6 +825,10 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
         if args.json:
             args.json.write_text(text + "\n")
+    elif args.cmd == "train-spatial":
+        from export import vision_spatial
+
+        print(json.dumps(vision_spatial.train(args.n_proc, args.head_dir, save=not args.dry_run), indent=2))
     elif args.cmd in ("logo-top", "train-top"):
         from export import vision_top
 

@@ -36,7 +36,7 @@ from torch import nn
 from export import vision as V
 from npc_brain.vision import prepare
 
-TOP_FROM = 15  # first trainable block: the last MBConv stage (one block at 7x7), then conv_head + bn1
+TOP_FROM = V.CUT_BLOCK  # first trainable block: the last MBConv stage (one block at 7x7), then conv_head + bn1
 CUT_SHAPE = (192, 7, 7)
 TOP_NPZ = "scene_top.npz"
 FT = {"epochs": 6, "lr_top": 1e-4, "lr_head": 5e-4, "weight_decay": 1e-3, "batch": 64, "seed": 0}

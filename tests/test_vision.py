@@ -388,3 +388,51 @@ def test_fine_tuned_top_round_trip(tmp_path):
         fmap = fresh.extract_features((x.permute(0, 3, 1, 2).float() - 127.5) / 128.0)
         via_cut = Top(fresh)(_Trunk(fresh).eval()(x))
     assert torch.allclose(torch.cat([fmap.mean(dim=(2, 3)), fmap.amax(dim=(2, 3))], 1), via_cut, atol=1e-4)
+
+
+def test_backbone_maps_match_extract_features_and_the_cached_cut():
+    """SceneModel runs the backbone block by block to keep the cut for the spatial head: its final map
+    must be the package's extract_features, its cut what export.vision_top caches."""
+    torch = pytest.importorskip("torch")
+    from export.vision import Head, SceneHead, SceneModel, load_backbone
+    from export.vision_top import _Trunk
+
+    backbone = load_backbone()
+    model = SceneModel(backbone, SceneHead([Head()])).eval()
+    x = torch.from_numpy(prepare(IMG))[None]
+    with torch.no_grad():
+        fmap, cut = model.backbone_maps((x.permute(0, 3, 1, 2).float() - 127.5) / 128.0)
+        assert torch.equal(fmap, backbone.extract_features((x.permute(0, 3, 1, 2).float() - 127.5) / 128.0))
+        assert torch.allclose(cut, _Trunk(backbone).eval()(x), atol=1e-5)
+
+
+def test_spatial_head_replaces_only_its_tags_and_round_trips(tmp_path):
+    torch = pytest.importorskip("torch")
+    import shutil
+
+    from export.vision import HEAD_JSON, n_outputs, tag_layout
+    from export.vision_spatial import TAGS, SpatialHead, load_spatial, save_spatial
+
+    torch.manual_seed(0)
+    head = SpatialHead().eval()
+    with torch.no_grad():
+        for t in head.state_dict().values():
+            t.copy_((t + 0.01 * torch.randn_like(t)).half().float())
+    probs = torch.rand(2, n_outputs())
+    acts = torch.randn(2, 192, 7, 7)
+    with torch.no_grad():
+        out = head.override(probs, acts)
+        mine = torch.sigmoid(head(acts))
+    used = 0
+    for tag in tag_layout():
+        sl = slice(tag["offset"], tag["offset"] + len(tag["values"]))
+        if tag["name"] in TAGS:
+            assert torch.equal(out[:, sl], mine[:, used:used + len(tag["values"])])
+            used += len(tag["values"])
+        else:
+            assert torch.equal(out[:, sl], probs[:, sl])
+    shutil.copy(HEAD_JSON, tmp_path / HEAD_JSON.name)
+    save_spatial(head, {"from_block": 15, "tags": list(TAGS)}, tmp_path)
+    loaded = load_spatial(tmp_path)
+    for a, b in zip(loaded.state_dict().values(), head.state_dict().values()):
+        assert torch.equal(a, b)
