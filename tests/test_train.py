@@ -231,3 +231,25 @@ def test_scene_replies_react_to_the_dark_before_the_place_and_to_danger_first():
     assert scene_values({"place": "town", "time": "day"}) == ["town", "day"]
     assert scene_values({"place": "tavern", "time": "dusk", "danger": ["fire"], "weather": "rain"})[:3] == \
         ["fire", "rain", "dusk"]
+
+
+def test_real_dialogue_skips_machine_speakers(tmp_path):
+    """A terminal's or a bot's lines never become voice targets; a person's from the same game do."""
+    import json
+    import random
+
+    from npc_brain.train.examples import load_suite, real_dialogue_sheets
+
+    (tmp_path / "characters").mkdir()
+    lines = {"Maintenance Terminal": ["Found three connected auto-guns on this level.", "Access is restricted to staff.",
+                                      "Enter your password to continue now.", "Last login was three days ago here."],
+             "Spencer": ["Welcome to the town, stranger, mind the bots.", "We keep the gates shut after dark here.",
+                         "Talk to Dixon if you need your gear fixed.", "The old factory is crawling with droids."]}
+    with open(tmp_path / "dialogue.jsonl", "w") as f:
+        for name, said in lines.items():
+            (tmp_path / "characters" / f"{name}.json").write_text(json.dumps(
+                {"name": name, "role": "townsperson", "setting": "a town", "source": "freedroidrpg-data", "examples": []}))
+            for line in said:
+                f.write(json.dumps({"kind": "npc", "source": "freedroidrpg-data", "speaker": name, "line": line}) + "\n")
+    picked = real_dialogue_sheets(tmp_path, random.Random(0), 10, load_suite())
+    assert [s.character.name for s, _ in picked] == ["Spencer"]

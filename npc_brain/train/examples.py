@@ -447,6 +447,10 @@ def acceptable(c: Character, line: str, max_words: int = 30) -> bool:
 # ------------------------------------------------------------------ real dialogue
 
 _BAD_REAL = re.compile(r"[<>{}$@#|\\_]|\b(http|www)\b")
+# Speakers that are machines (FreedroidRPG's terminals and bots: "Enter new password:"): their lines
+# teach the voice to sound like a console, against the persona's "a person in this world, not a machine".
+_MACHINE_NAME = re.compile(r"\b(bot|droid|robot|terminal|computer|console|server|machine|android|drone|"
+                           r"mainframe)s?\b", re.I)
 
 
 def _real_emotion(c: Character, line: str) -> str:
@@ -482,6 +486,8 @@ def real_dialogue_sheets(data_dir: Path, rng: random.Random, max_sheets: int, su
         d = json.loads(p.read_text())
         if d.get("source", "") in ("crawl-common", "nethack-common"):
             continue  # monster shouts and rumours: colour, not conversation
+        if _MACHINE_NAME.search(str(d.get("name", ""))):
+            continue
         recs = by_speaker.get((d.get("source"), d.get("name")), [])
         shown = set(d.get("examples", [])[:4])
         mapping = {k: d[k] for k in ("name", "role", "setting") if d.get(k)}
