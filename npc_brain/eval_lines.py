@@ -278,6 +278,19 @@ def table(results: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
+def _gen_overrides(items: list[str]) -> dict[str, Any]:
+    """KEY=VALUE generation overrides; the single item "none" means no overrides."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        if item == "none":
+            continue
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--gen wants KEY=VALUE, got {item!r}")
+        overrides[key] = float(raw) if key not in ("top_k", "max_tokens") else int(raw)
+    return overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     from npc_brain.config import DEFAULT_BUNDLE_DIR
 
@@ -291,7 +304,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="train: training sheets and the train half of the suite, for choosing generation "
                         "defaults without touching held-out material (implies --sheets .../train)")
     p.add_argument("--gen", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a generation default of every bundle (tuning; e.g. temperature=0.9)")
+                   help="override a generation default of the bundles in the run (tuning; e.g. temperature=0.9; the "
+                        "--compare bundle too unless --compare-gen says otherwise)")
+    p.add_argument("--compare-gen", action="append", default=None, metavar="KEY=VALUE",
+                   help="generation overrides for the --compare bundle alone (default: the same as --gen); "
+                        "--compare-gen none keeps its own defaults")
     p.add_argument("--attacks-per-sheet", type=int, default=6)
     p.add_argument("--scenes-per-sheet", type=int, default=4)
     p.add_argument("--variants", type=int, default=4)
@@ -313,10 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     sheets = load_sheets(a.sheets.name, a.sheets.parent)
     if a.limit_sheets:
         sheets = sheets[: a.limit_sheets]
-    overrides = {}
-    for item in a.gen:
-        key, _, raw = item.partition("=")
-        overrides[key] = float(raw) if key != "top_k" and key != "max_tokens" else int(raw)
+    overrides = _gen_overrides(a.gen)
+    # the compare bundle at its own settings when asked (e.g. an installed voice at its own temperature)
+    compare_overrides = _gen_overrides(a.compare_gen) if a.compare_gen is not None else overrides
     probes = build_probes(sheets, suite, a.attacks_per_sheet, a.scenes_per_sheet)
     embed = None if a.no_embed else Embedder()
     bundles = [(a.compare_name or a.compare.name, a.compare)] if a.compare else []
@@ -333,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
                 runs.setdefault(r.pop("mode"), []).append(r)
             print(f"  {path}: reusing {cached}")
         else:
-            runs = run_bundle(path, sheets, probes, a.variants, a.threads, a.batch, overrides=overrides)
+            gen = compare_overrides if a.compare is not None and path == a.compare else overrides
+            runs = run_bundle(path, sheets, probes, a.variants, a.threads, a.batch, overrides=gen)
         with open(a.lines_dir / f"lines_{name}.jsonl", "w") as f:
             for mode, rows in runs.items():
                 for r in rows:

@@ -147,3 +147,12 @@ def test_own_training_prompts_are_not_heldout_prompts():
         | set(suite["secret_probes"]["heldout"])
     norm = lambda t: " ".join(t.lower().split())  # noqa: E731
     assert not {norm(t) for t in ex.ATTACKS + ex._SCENE_QS + ex.SECRET_PROBES} & {norm(t) for t in held}
+
+
+def test_generation_overrides_parse_and_none_keeps_defaults():
+    from npc_brain.eval_lines import _gen_overrides
+
+    assert _gen_overrides(["temperature=0.7", "top_k=20"]) == {"temperature": 0.7, "top_k": 20}
+    assert _gen_overrides(["none"]) == {}
+    with pytest.raises(SystemExit):
+        _gen_overrides(["temperature"])
