@@ -253,3 +253,17 @@ def test_real_dialogue_skips_machine_speakers(tmp_path):
                 f.write(json.dumps({"kind": "npc", "source": "freedroidrpg-data", "speaker": name, "line": line}) + "\n")
     picked = real_dialogue_sheets(tmp_path, random.Random(0), 10, load_suite())
     assert [s.character.name for s, _ in picked] == ["Spencer"]
+
+
+def test_procedural_sheets_do_not_share_one_sample_line_tail():
+    """The voice carries a sheet's sample lines into its replies: a tail that most procedural sheets
+    share becomes a tic of every NPC ("Mind the mud.")."""
+    import collections
+    import re
+
+    from npc_brain.train.synth import synth_sheets
+
+    sheets = synth_sheets(120, 1234)
+    tails = collections.Counter(re.split(r"(?<=[.!?])\s+", line)[-1]
+                                for ss in sheets for line in ss.character.examples if re.search(r"[.!?]\s", line))
+    assert tails and max(tails.values()) <= 0.15 * len(sheets), tails.most_common(3)

@@ -288,7 +288,9 @@ def synth_sheet(rng: random.Random, idx: int) -> SynthSheet:
     said = _cap(word) if not style.startswith(("calls", "folksy", "slang", "warm", "suspicious", "sing", "blunt")) \
         else f"Listen, {word}"
     lurk, feat = rng.choice(g["lurkers"]), rng.choice(g["features"])
-    ex = [f"{filler} welcome to {town}. Mind the mud.", f"You want {item}? Then pay like everyone else.",
+    # the tails are picked by index, not drawn, so every other draw of the sheet stays as it was
+    welcome, price = _WELCOME_TAILS[idx % len(_WELCOME_TAILS)], _PRICE_TAILS[(idx * 7) % len(_PRICE_TAILS)]
+    ex = [f"{filler} welcome to {town}. {welcome}", f"You want {item}? {price}",
           f"I've been {rng.choice(['the', 'a'])} {role} here longer than you've been alive.",
           f"{said}, nobody goes near {feat} after dark. Not with {lurk} about.",
           f"{said}! {_cap(item)}, fresh today. Best in {town}.",
@@ -300,6 +302,17 @@ def synth_sheet(rng: random.Random, idx: int) -> SynthSheet:
         "banned_words": list(g["banned"]), "catchphrases": [catch], "examples": rng.sample(ex, rng.choice([2, 2, 3])),
     }
     return SynthSheet(character_from_mapping(mapping), facts, s_keys, genre)
+
+
+# Sample lines end with one of these: the voice learns to carry a sheet's sample lines into its replies,
+# and one fixed tail for every procedural sheet ended 166 of 4,527 training replies with "Mind the mud.".
+_WELCOME_TAILS = ("Mind the mud.", "Wipe your boots.", "Watch your step.", "Keep your voice down.",
+                  "Stay out of trouble.", "Don't touch anything.", "Shut the door behind you.", "Find a seat.",
+                  "Keep your hands where I see them.", "No fighting indoors.", "Leave your weapons at the door.",
+                  "Don't stay too long.")
+_PRICE_TAILS = ("Then pay like everyone else.", "Coin first.", "That'll cost you.", "Show me your purse.",
+                "Prices went up this week.", "No haggling.", "Cash, not promises.", "Half now, half later.",
+                "I don't give credit.", "Bring coin next time.", "It isn't cheap.")
 
 
 def synth_sheets(n: int, seed: int) -> list[SynthSheet]:
