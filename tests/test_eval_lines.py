@@ -156,3 +156,17 @@ def test_generation_overrides_parse_and_none_keeps_defaults():
     assert _gen_overrides(["none"]) == {}
     with pytest.raises(SystemExit):
         _gen_overrides(["temperature"])
+
+
+def test_sampled_seeds_draw_every_probe_again_and_keep_the_first_draw(bundle_dir):
+    """--sampled-seeds K: K seeded lines per probe in the sampled column; the first K=1 draw is unchanged,
+    so a K=3 table extends the old one instead of replacing it."""
+    sheets = ex.load_sheets("heldout")[:1]
+    all_probes = ev.build_probes(sheets, ex.load_suite(), 1, 1)
+    probes = [next(p for p in all_probes if p.kind == kind) for kind in ("fact", "scene")]
+    once = ev.run_bundle(bundle_dir, sheets, probes, 1, 2, 8, log=lambda *_: None)
+    twice = ev.run_bundle(bundle_dir, sheets, probes, 1, 2, 8, log=lambda *_: None, sampled_seeds=2)
+    assert len(once["sampled"]) == len(probes) and len(twice["sampled"]) == 2 * len(probes)
+    assert len({r["seed"] for r in twice["sampled"]}) == 2 * len(probes)
+    assert [r["line"] for r in twice["sampled"][:len(probes)]] == [r["line"] for r in once["sampled"]]
+    assert [r["line"] for r in twice["greedy"]] == [r["line"] for r in once["greedy"]]
