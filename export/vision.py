@@ -805,7 +805,7 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("--epochs", type=int, default=60, help="head epochs on the frozen features")
         sp.add_argument("--real-weight", type=float, default=1.0)
         sp.add_argument("--top-epochs", type=int, default=None, help="fine-tuning epochs (default 6)")
-    sp_ = sub.add_parser("train-spatial", help="train the danger/creatures head on the backbone's 7x7 map "
+    sp_ = sub.add_parser("train-spatial", help="train the danger head on the backbone's 7x7 map "
                          "(export.vision_spatial) and record it in the committed head's recipe")
     sp_.add_argument("--n-proc", type=int, default=4000)
     sp_.add_argument("--head-dir", type=Path, default=ARTIFACTS)
