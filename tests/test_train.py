@@ -267,3 +267,17 @@ def test_procedural_sheets_do_not_share_one_sample_line_tail():
     tails = collections.Counter(re.split(r"(?<=[.!?])\s+", line)[-1]
                                 for ss in sheets for line in ss.character.examples if re.search(r"[.!?]\s", line))
     assert tails and max(tails.values()) <= 0.15 * len(sheets), tails.most_common(3)
+
+
+def test_a_run_recipe_is_a_config_and_names_its_commit(tmp_path):
+    """lora_recipe.json replays as --config (its "run" block dropped); the run records the commit."""
+    import json
+
+    from npc_brain.train.run import DEFAULT_CONFIG, _git_commit, load_config
+
+    cfg = load_config(DEFAULT_CONFIG, ["data.real_sheets=0", "seed=7"])
+    recipe = tmp_path / "lora_recipe.json"
+    recipe.write_text(json.dumps(dict(cfg, run={"steps": 3, "commit": "abc"})))
+    assert load_config(recipe, []) == cfg
+    commit = _git_commit()
+    assert commit is None or len(commit.split("+")[0]) == 40

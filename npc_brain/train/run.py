@@ -31,7 +31,10 @@ ARTIFACTS = ROOT / "export" / "artifacts"
 
 
 def load_config(path: Path, overrides: list[str]) -> dict[str, Any]:
+    """config.yaml, or a run's lora_recipe.json (the config it used, every --set applied; its "run" block,
+    what happened, is dropped), with `overrides` on top."""
     cfg = yaml.safe_load(Path(path).read_text())
+    cfg.pop("run", None)
     for item in overrides:
         key, _, raw = item.partition("=")
         node = cfg
@@ -40,6 +43,20 @@ def load_config(path: Path, overrides: list[str]) -> dict[str, Any]:
             node = node.setdefault(p, {})
         node[parts[-1]] = yaml.safe_load(raw)
     return cfg
+
+
+def _git_commit() -> str | None:
+    """HEAD of the checkout the run trained from, "+dirty" when tracked files differ from it (the data
+    code lives in the repository, so the commit is part of the recipe); None outside a git checkout."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def _batches(seqs, size: int, rng: random.Random):
@@ -222,8 +239,9 @@ def train(cfg: dict[str, Any], out: Path, name: str, log=print) -> dict[str, Any
                        "sha256": base_model.sha256_file(gguf)},
         "torch": str(torch.__version__),
         "epochs": round(total_steps / max(1, planned), 2),
-        "command": "npc-brain train --config npc_brain/train/config.yaml --set budget.max_steps=%d "
-                   "--set budget.decay_from=%d" % (total_steps, decay_from),
+        "commit": _git_commit(),
+        # this file is the whole config (every --set applied): replaying it at that commit is the run again
+        "command": "npc-brain train --config lora_recipe.json",
     }
     lora.save_adapter(model, out / "lora_adapter.pt", recipe=recipe)
     (out / "lora_recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
