@@ -91,17 +91,6 @@ def procedural_multi(start: int, count: int) -> np.ndarray:
     return out
 
 
-def real_multi(game: str) -> np.ndarray:
-    """A real game's multi-label targets, in the row order of its cut cache (export.vision.load_real)."""
-    base = V.WORK / "real" / game
-    rows = []
-    for line in (base / "labels.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if (base / rec["file"]).exists():
-            rows.append(V.encode_labels(rec["labels"])[1])
-    return np.stack(rows) if rows else np.zeros((0, V.n_outputs()), np.float32)
-
-
 def train_spatial_head(acts: np.ndarray, multi: np.ndarray, recipe: dict[str, Any] = RECIPE) -> SpatialHead:
     """Masked BCE on the columns of TAGS (-1 = unknown), AdamW, cosine, feature noise."""
     torch.manual_seed(recipe["seed"])
@@ -170,13 +159,19 @@ def _scene_probs(model: V.SceneModel, images: list[np.ndarray], batch: int = 32)
                                for i in range(0, len(images), batch)])
 
 
-def _images(name: str) -> list[np.ndarray]:
+def _check_set(name: str) -> tuple[list[np.ndarray], np.ndarray]:
+    """Images and multi-label targets of a check set, each read once: the validation renders (rendered
+    here; their cut activations are cached) or a real game (rows in its cut cache's order)."""
     if name == "validation renders":
         from npc_brain.render_scenes import render_sample
 
         start, count = V.VALIDATION_SEEDS
-        return [render_sample(seed)[0] for seed in range(start, start + count)]
-    return V.load_real(name)[0]
+        renders = [render_sample(seed) for seed in range(start, start + count)]
+        images, labels = [img for img, _ in renders], [lab for _, lab in renders]
+    else:
+        images, labels, _ = V.load_real(name)
+    multi = np.stack([V.encode_labels(lab)[1] for lab in labels]) if labels else np.zeros((0, V.n_outputs()), np.float32)
+    return images, multi
 
 
 def save_spatial(head: SpatialHead, info: dict[str, Any], head_dir: Path = V.ARTIFACTS) -> None:
@@ -213,19 +208,19 @@ def train(n_proc: int = 4000, head_dir: Path = V.ARTIFACTS, check_games: tuple[s
     head = train_spatial_head(acts, procedural_multi(0, n_proc))
     seconds = round(time.time() - t0, 1)
     scored: dict[str, Any] = {}
-    va = np.load(cache_cut_procedural(backbone, *V.VALIDATION_SEEDS))["acts"]
-    sets = {"validation renders": (va, procedural_multi(*V.VALIDATION_SEEDS))}
-    for game in check_games:
-        if (V.WORK / "real" / game / "labels.jsonl").exists():
-            sets[game] = (np.load(cache_cut_real(backbone, game))["acts"], real_multi(game))
+    names = ["validation renders"] + [g for g in check_games if (V.WORK / "real" / g / "labels.jsonl").exists()]
     scene = V.load_scene_model(head_dir)
     scene.spatial = None  # the scene head alone, for comparison
-    for name, (a, multi) in sets.items():
+    for name in names:
+        cut = cache_cut_procedural(backbone, *V.VALIDATION_SEEDS) if name == "validation renders" \
+            else cache_cut_real(backbone, name)
+        a = np.load(cut)["acts"]
+        images, multi = _check_set(name)
         with torch.no_grad():
             mine = torch.sigmoid(head(torch.from_numpy(a.astype(np.float32)))).numpy()
         probs = np.zeros((len(a), V.n_outputs()), np.float32)
         probs[:, _columns()] = mine
-        base = _scene_probs(scene, _images(name))
+        base = _scene_probs(scene, images)
         scored[name] = {"spatial": f1_per_value(probs, multi), "scene head": f1_per_value(base, multi),
                         "false alarms": {"spatial": false_alarms(probs, multi), "scene head": false_alarms(base, multi)}}
         print(f"  scored {name}", file=sys.stderr)
