@@ -342,12 +342,13 @@ def main(argv: list[str] | None = None) -> int:
     compare_overrides = _gen_overrides(a.compare_gen) if a.compare_gen is not None else overrides
     probes = build_probes(sheets, suite, a.attacks_per_sheet, a.scenes_per_sheet)
     embed = None if a.no_embed else Embedder()
-    bundles = [(a.compare_name or a.compare.name, a.compare)] if a.compare else []
-    bundles.append((a.name or a.bundle.name, a.bundle))
+    # each bundle with its generation overrides (the compare bundle's own when --compare-gen is given)
+    bundles = [(a.compare_name or a.compare.name, a.compare, compare_overrides)] if a.compare else []
+    bundles.append((a.name or a.bundle.name, a.bundle, overrides))
     results: dict[str, dict[str, dict[str, float]]] = {}
     t0 = time.time()
     a.lines_dir.mkdir(parents=True, exist_ok=True)
-    for name, path in bundles:
+    for name, path, gen in bundles:
         cached = a.lines_dir / f"lines_{name}.jsonl"
         if a.reuse and cached.exists():  # lines from an earlier run with the same options
             runs: dict[str, list[dict]] = {}
@@ -356,7 +357,6 @@ def main(argv: list[str] | None = None) -> int:
                 runs.setdefault(r.pop("mode"), []).append(r)
             print(f"  {path}: reusing {cached}")
         else:
-            gen = compare_overrides if a.compare is not None and path == a.compare else overrides
             runs = run_bundle(path, sheets, probes, a.variants, a.threads, a.batch, overrides=gen,
                               sampled_seeds=a.sampled_seeds)
         with open(a.lines_dir / f"lines_{name}.jsonl", "w") as f:
@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             results[name][mode]["distinct2"] = variant_distinct(runs["variants"]) if mode == "sampled" else float("nan")
     speed_md = []
     if a.speed:
-        sp = decode_speed(bundles, sheets, probes, a.speed, a.threads)
+        sp = decode_speed([(name, path) for name, path, _ in bundles], sheets, probes, a.speed, a.threads)
         speed_md = ["Decode speed at batch 1 (greedy, the same " f"{a.speed} requests per bundle, bundles interleaved "
                     "in 3 rounds, median): " + ", ".join(f"{n} {v:.1f} tokens/s" for n, v in sp.items()) + ".", ""]
         for n in results:
