@@ -641,7 +641,7 @@ def train(real_games: list[str], n_proc: int, epochs: int, real_weight: float,
 
 
 def score_features(head: SceneHead, feats: np.ndarray, single: np.ndarray,
-                   tags: tuple[str, ...] = ("setting", "time", "place")) -> dict[str, Any]:
+                   tags: tuple[str, ...] = ("setting", "time", "place", "weather")) -> dict[str, Any]:
     """Accuracy and confusion of single-label tags on cached features (the same numbers the
     bundle's graph gives, up to the < 1e-4 PyTorch / ONNX Runtime parity)."""
     with torch.no_grad():

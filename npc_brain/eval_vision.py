@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     lat_images = real_images[:args.latency_n] if real_images else \
         [__import__("npc_brain.render_scenes", fromlist=["x"]).render_sample(HELD_OUT_SEED + i, (1280, 720))[0]
          for i in range(args.latency_n)]
-    for fmt in ("png", "jpeg", "rgb"):
+    for fmt in ("png", "jpeg", "rgb") if lat_images else ():  # --latency-n 0: accuracy only
         report["latency"].append(latency(reader, lat_images, fmt))
     text = json.dumps(report, indent=2)
     print(text)

@@ -13,7 +13,8 @@ closed room of wood / cobble / stone brick / stone around the player with torche
 sets a fire a few nodes ahead (-> danger fire). For each set-up it writes ``ready.json`` into the
 world folder; this script grabs the X display, saves the PNG and writes ``ack``; the mod then checks
 the HP did not change meanwhile and appends the label line. Labels therefore come from the set-up,
-not from looking at the picture. Weather and creatures are not labelled (minetest_game has neither).
+not from looking at the picture. Creatures are not labelled (minetest_game has none); weather is
+"clear" outdoors (minetest_game draws no weather).
 
     apt-get install -y --no-install-recommends wesnoth-1.16-core
     python scripts/capture_screens.py wesnoth --shots 150 --seed 1 --out build/vision/real/wesnoth
@@ -23,7 +24,16 @@ made here from the multiplayer maps: per shot it loads a map, sets Wesnoth's own
 (morning / afternoon -> day, dusk -> dusk, first / second watch -> night; dawn is not used), places a
 few units near the view centre (-> creatures) and scrolls there. A view whose hexes are >= 70% cave /
 interior terrain is indoor (underground tint, time unlabelled), one with <= 5% is outdoor; the place is
-the dominant terrain class where it covers half the view.
+the dominant terrain class where it covers half the view. Multiplayer maps draw no weather, so an
+outdoor view's weather is "clear".
+
+Flare draws weather on some maps: a map file's ``parallax_layers`` names a rain, snow or fog overlay
+(``maps/parallax/rain.txt``); an outdoor frame's weather is that, or "clear" without one.
+
+    python scripts/capture_screens.py relabel --game flare
+
+rewrites a captured game's weather labels by these rules without capturing again (labels.jsonl keeps
+each frame's map or set-up in ``meta``).
 """
 
 from __future__ import annotations
@@ -318,6 +328,7 @@ def capture_minetest(out: Path, shots: int, seed: int, width: int, height: int, 
                 labels["danger"] = []
             labels.update({"weather": None, "creatures": None})
             labels.setdefault("time", None)
+            labels["weather"] = weather_label("minetest", labels, {})
             fh.write(json.dumps({"file": name, "game": "minetest", "labels": labels,
                                  "meta": dict(rec.get("meta") or {}, hp=rec["hp"], seed=seed)}) + "\n")
             kept += 1
@@ -345,6 +356,46 @@ build=2,2,2,2
 currency=0
 spawn=maps/{map},{x},{y}
 """
+
+
+#: Flare's weather overlays (maps/parallax/*.txt) -> the weather tag
+FLARE_WEATHER = {"rain": "rain", "snow": "snow", "fog": "fog"}
+
+
+def flare_weather(map_text: str, map_name: str = "map") -> str:
+    """A Flare map's weather from its ``parallax_layers`` line ("clear" without an overlay). Raises
+    when the map's overlay is one this vocabulary has no word for (space), so no frame is mislabelled."""
+    for line in map_text.splitlines():
+        if line.startswith("parallax_layers="):
+            kind = Path(line.split("=", 1)[1].strip()).stem
+            if kind not in FLARE_WEATHER:
+                raise ValueError(f"{map_name}: parallax layer {kind!r} has no weather label")
+            return FLARE_WEATHER[kind]
+    return "clear"
+
+
+def weather_label(game: str, labels: dict[str, Any], meta: dict[str, Any]) -> str | None:
+    """The weather of a captured frame, from what the game draws: only outdoor frames carry one
+    (the vocabulary's weather is the sky's); Minetest's default game and Wesnoth's multiplayer maps
+    draw none, Flare's maps name theirs."""
+    if labels.get("setting") != "outdoor":
+        return None
+    if game == "flare":
+        return flare_weather((FLARE_MAPS / meta["map"]).read_text(errors="replace"), meta["map"])
+    return "clear"
+
+
+def relabel_weather(out: Path, game: str) -> dict[str, int]:
+    """Rewrite the weather of every frame in ``out/labels.jsonl`` by `weather_label`; counts per value."""
+    path = out / "labels.jsonl"
+    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    counts: dict[str, int] = {}
+    for rec in recs:
+        rec["labels"]["weather"] = weather_label(game, rec["labels"], rec.get("meta") or {})
+        key = str(rec["labels"]["weather"])
+        counts[key] = counts.get(key, 0) + 1
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return counts
 
 
 def flare_maps() -> list[tuple[str, str, int, int]]:
@@ -406,6 +457,7 @@ def capture_flare(out: Path, views: int, seed: int, width: int, height: int, dis
                     img.save(out / file)
                     labels = {"place": place, "setting": setting, "time": tod, "weather": None,
                               "danger": None, "creatures": None, "player": None}
+                    labels["weather"] = weather_label("flare", labels, {"map": name})
                     fh.write(json.dumps({"file": file, "game": "flare", "labels": labels,
                                          "meta": {"map": name, "tileset": tileset, "view": v}}) + "\n")
                     kept += 1
@@ -576,7 +628,8 @@ def wesnoth_plan(shots: int, seed: int) -> tuple[list[dict[str, Any]], list[str]
             creatures.add(kind)
         plan.append({"id": k + 1, "map": used[mi], "x": cx, "y": cy, "tod": tod, "units": units})
         labels.append({"place": place, "setting": setting,
-                       "time": None if tkind == "underground" else tkind, "weather": None, "danger": None,
+                       "time": None if tkind == "underground" else tkind,
+                       "weather": weather_label("wesnoth", {"setting": setting}, {}), "danger": None,
                        "creatures": sorted(creatures), "player": None,
                        "_meta": {"map": name, "x": cx, "y": cy, "tod": tod["id"],
                                  "share": {k2: round(v, 2) for k2, v in share.items()}}})
@@ -708,7 +761,9 @@ def capture_wesnoth(out: Path, shots: int, seed: int, width: int, height: int, d
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("game", choices=["minetest", "flare", "wesnoth"])
+    ap.add_argument("game", choices=["minetest", "flare", "wesnoth", "relabel"])
+    ap.add_argument("--game", dest="relabel_game", choices=["minetest", "flare", "wesnoth"],
+                    help="with relabel: the captured game whose weather labels to rewrite")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--shots", type=int, default=150)
     ap.add_argument("--seed", type=int, default=1)
@@ -718,6 +773,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=90.0)
     args = ap.parse_args(argv)
     w, h = (int(v) for v in args.size.split("x"))
+    if args.game == "relabel":
+        if not args.relabel_game:
+            ap.error("relabel needs --game GAME")
+        out = args.out or Path("build/vision/real") / args.relabel_game
+        print(json.dumps({"game": args.relabel_game, "weather": relabel_weather(out, args.relabel_game)}))
+        return 0
     out = args.out or Path("build/vision/real") / args.game
     random.seed(args.seed)
     if args.game == "wesnoth":

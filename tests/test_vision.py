@@ -3,6 +3,7 @@ renderer, and the ONNX scene reader built from the committed head (with a PyTorc
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import struct
@@ -347,11 +348,7 @@ def test_colour_share_weights_members():
 
 
 def test_wesnoth_terrain_classes():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("capture_screens", Path(__file__).parent.parent / "scripts" / "capture_screens.py")
-    cap = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cap)
+    cap = _capture_module()
     assert [cap._terrain_class(c) for c in ("Uu", "Xu", "Qxu", "Cud", "Iwr", "Xos")] == \
         ["cave", "cave", "cave", "cave", "interior", "interior"]
     assert [cap._terrain_class(c) for c in ("Gg^Fp", "Wo", "Dd", "Aa", "Mm", "1 Gg", "Gg^Vh", "Mm^Xm")] == \
@@ -359,6 +356,35 @@ def test_wesnoth_terrain_classes():
     rows = [["Uu"] * 20 for _ in range(6)] + [["Gg"] * 20 for _ in range(14)]
     assert cap._wesnoth_view(rows, 10, 2)["cave"] > 0.5
     assert cap._wesnoth_view(rows, 10, 14) == {"field": 1.0}
+
+
+def _capture_module():
+    spec = importlib.util.spec_from_file_location("capture_screens", Path(__file__).parent.parent / "scripts" / "capture_screens.py")
+    cap = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cap)
+    return cap
+
+
+def test_captured_weather_labels(tmp_path):
+    """Weather comes from what each game draws: a Flare map's parallax overlay (rain, snow, fog; none ->
+    clear; an overlay without a word, such as space, is refused), clear for Minetest and Wesnoth outdoors,
+    and nothing indoors; relabel rewrites a labels file by those rules."""
+    cap = _capture_module()
+    assert cap.flare_weather("title=Lochport\nparallax_layers=maps/parallax/rain.txt\n") == "rain"
+    assert cap.flare_weather("parallax_layers=maps/parallax/snow.txt") == "snow"
+    assert cap.flare_weather("parallax_layers=maps/parallax/fog.txt") == "fog"
+    assert cap.flare_weather("title=Black Oak City\ntileset=tilesetdefs/tileset_grassland.txt") == "clear"
+    with pytest.raises(ValueError, match="space"):
+        cap.flare_weather("parallax_layers=maps/parallax/space.txt", "hyperspace.txt")
+    assert cap.weather_label("minetest", {"setting": "outdoor"}, {}) == "clear"
+    assert cap.weather_label("wesnoth", {"setting": "indoor"}, {}) is None
+    assert cap.weather_label("flare", {"setting": "indoor"}, {"map": "no_such_map.txt"}) is None
+    (tmp_path / "labels.jsonl").write_text(
+        json.dumps({"file": "a.png", "labels": {"setting": "outdoor", "weather": None}, "meta": {}}) + "\n"
+        + json.dumps({"file": "b.png", "labels": {"setting": "indoor", "weather": "rain"}, "meta": {}}) + "\n")
+    assert cap.relabel_weather(tmp_path, "wesnoth") == {"clear": 1, "None": 1}
+    rows = [json.loads(x) for x in (tmp_path / "labels.jsonl").read_text().splitlines()]
+    assert [r["labels"]["weather"] for r in rows] == ["clear", None]
 
 
 def test_fine_tuned_top_round_trip(tmp_path):
