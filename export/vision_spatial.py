@@ -8,8 +8,10 @@ export.vision_top), looks at each cell and its neighbours, and keeps the stronge
 anywhere (max pool) beside the average. Its sigmoid outputs replace the scene head's for its
 tags; every other tag is the scene head's as before.
 
-Trained on procedural renders only (seeds 0..n_proc; of the real games only Minetest labels danger,
-and it is left as an unseen check: its fires, and false alarms on its 312 frames without danger), on the cut
+Trained on procedural renders (seeds 0..n_proc) and, with ``--real GAME``, a real game's frames whose
+danger the capture settled (Wesnoth views without units: no danger), weighted together like the scene
+head's real frames (a third of the renders' weight); Minetest, the one game with real fires, is left as an
+unseen check: its fires, and false alarms on its 312 frames without danger. Inputs are the cut
 activations cached by export.vision_top. ``python -m export.vision train-spatial`` writes
 scene_spatial.npz and records it in scene_head.json; ``build_vision`` then puts it in the graph.
 """
@@ -89,6 +91,28 @@ def procedural_multi(start: int, count: int) -> np.ndarray:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, out)
     return out
+
+
+def real_rows(backbone: nn.Module, games: tuple[str, ...], n_proc: int, real_weight: float = 1.0
+              ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """Cut activations and targets of the games' frames with a known danger label, each repeated so that
+    all real frames together weigh ``real_weight`` x a third of the n_proc renders (shared equally by the
+    games; feature noise makes the copies differ)."""
+    acts, multi, used = [], [], []
+    for game in games:
+        a = np.load(cache_cut_real(backbone, game))["acts"]
+        _, m = _check_set(game)
+        known = (m[:, _columns()] >= 0).all(axis=1)
+        if not known.any():
+            continue
+        copies = max(1, round(real_weight * n_proc / 3 / len(games) / int(known.sum())))
+        acts.append(np.repeat(a[known], copies, axis=0))
+        multi.append(np.repeat(m[known], copies, axis=0))
+        used.append({"game": game, "frames": int(known.sum()), "copies": copies,
+                     "with_danger": int((m[known][:, _columns()] > 0.5).any(axis=1).sum())})
+    if not acts:
+        return np.zeros((0, *CUT_SHAPE), np.float32), np.zeros((0, V.n_outputs()), np.float32), used
+    return np.concatenate(acts), np.concatenate(multi), used
 
 
 def train_spatial_head(acts: np.ndarray, multi: np.ndarray, recipe: dict[str, Any] = RECIPE) -> SpatialHead:
@@ -198,14 +222,16 @@ def load_spatial(head_dir: Path = V.ARTIFACTS) -> SpatialHead | None:
 
 
 def train(n_proc: int = 4000, head_dir: Path = V.ARTIFACTS, check_games: tuple[str, ...] = ("minetest", "wesnoth"),
-          save: bool = True) -> dict[str, Any]:
-    """Train on procedural renders, score on the validation renders and the real games (unseen),
-    against the scene head alone; save into head_dir when `save`."""
+          save: bool = True, real: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Train on procedural renders (plus the `real` games' frames of known danger), score on the
+    validation renders and the check games against the scene head alone; save into head_dir when `save`."""
     torch.set_num_threads(1)
     t0 = time.time()
     backbone = V.load_backbone()
     acts = np.load(cache_cut_procedural(backbone, 0, n_proc))["acts"]
-    head = train_spatial_head(acts, procedural_multi(0, n_proc))
+    multi = procedural_multi(0, n_proc)
+    r_acts, r_multi, used_real = real_rows(backbone, real, n_proc)
+    head = train_spatial_head(np.concatenate([acts, r_acts]), np.concatenate([multi, r_multi]))
     seconds = round(time.time() - t0, 1)
     scored: dict[str, Any] = {}
     names = ["validation renders"] + [g for g in check_games if (V.WORK / "real" / g / "labels.jsonl").exists()]
@@ -225,8 +251,8 @@ def train(n_proc: int = 4000, head_dir: Path = V.ARTIFACTS, check_games: tuple[s
                         "false alarms": {"spatial": false_alarms(probs, multi), "scene head": false_alarms(base, multi)}}
         print(f"  scored {name}", file=sys.stderr)
     info = {"from_block": TOP_FROM, "tags": list(TAGS), "width": WIDTH, "training": dict(RECIPE),
-            "procedural": {"seeds": [0, n_proc]}, "train_seconds": seconds, "scores": scored,
-            "command": f"python -m export.vision train-spatial --n-proc {n_proc}"}
+            "procedural": {"seeds": [0, n_proc]}, "real": used_real, "train_seconds": seconds, "scores": scored,
+            "command": f"python -m export.vision train-spatial --n-proc {n_proc}" + "".join(f" --real {g}" for g in real)}
     if save:
         save_spatial(head, info, head_dir)
     return info

@@ -32,8 +32,9 @@ Flare draws weather on some maps: a map file's ``parallax_layers`` names a rain,
 
     python scripts/capture_screens.py relabel --game flare
 
-rewrites a captured game's weather labels by these rules without capturing again (labels.jsonl keeps
-each frame's map or set-up in ``meta``).
+rewrites a captured game's weather and danger labels by these rules without capturing again
+(labels.jsonl keeps each frame's map or set-up in ``meta``). Danger: Minetest's script sets its fires; a
+Wesnoth view without units near its centre shows no danger; Flare's is unknown (monsters roam).
 """
 
 from __future__ import annotations
@@ -385,15 +386,29 @@ def weather_label(game: str, labels: dict[str, Any], meta: dict[str, Any]) -> st
     return "clear"
 
 
-def relabel_weather(out: Path, game: str) -> dict[str, int]:
-    """Rewrite the weather of every frame in ``out/labels.jsonl`` by `weather_label`; counts per value."""
+def danger_label(game: str, labels: dict[str, Any], meta: dict[str, Any]) -> list[str] | None:
+    """Danger where the set-up settles it: Minetest's script sets its fires itself; a Wesnoth view with
+    no unit placed near its centre shows no fight and no fire (the maps draw none); Flare's views may
+    hold monsters, so Flare's is unknown."""
+    if game == "minetest":
+        return labels.get("danger") if isinstance(labels.get("danger"), list) else []
+    if game == "wesnoth":
+        return [] if not meta.get("units") else None
+    return None
+
+
+def relabel_frames(out: Path, game: str) -> dict[str, dict[str, int]]:
+    """Rewrite the weather and danger of every frame in ``out/labels.jsonl`` by `weather_label` and
+    `danger_label` (from each frame's ``meta``); counts per value."""
     path = out / "labels.jsonl"
     recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    counts: dict[str, int] = {}
+    counts: dict[str, dict[str, int]] = {"weather": {}, "danger": {}}
     for rec in recs:
-        rec["labels"]["weather"] = weather_label(game, rec["labels"], rec.get("meta") or {})
-        key = str(rec["labels"]["weather"])
-        counts[key] = counts.get(key, 0) + 1
+        lab, meta = rec["labels"], rec.get("meta") or {}
+        lab["weather"], lab["danger"] = weather_label(game, lab, meta), danger_label(game, lab, meta)
+        for tag in counts:
+            key = str(lab[tag])
+            counts[tag][key] = counts[tag].get(key, 0) + 1
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     return counts
 
@@ -629,7 +644,8 @@ def wesnoth_plan(shots: int, seed: int) -> tuple[list[dict[str, Any]], list[str]
         plan.append({"id": k + 1, "map": used[mi], "x": cx, "y": cy, "tod": tod, "units": units})
         labels.append({"place": place, "setting": setting,
                        "time": None if tkind == "underground" else tkind,
-                       "weather": weather_label("wesnoth", {"setting": setting}, {}), "danger": None,
+                       "weather": weather_label("wesnoth", {"setting": setting}, {}),
+                       "danger": danger_label("wesnoth", {}, {"units": units}),
                        "creatures": sorted(creatures), "player": None,
                        "_meta": {"map": name, "x": cx, "y": cy, "tod": tod["id"],
                                  "share": {k2: round(v, 2) for k2, v in share.items()}}})
@@ -777,7 +793,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.relabel_game:
             ap.error("relabel needs --game GAME")
         out = args.out or Path("build/vision/real") / args.relabel_game
-        print(json.dumps({"game": args.relabel_game, "weather": relabel_weather(out, args.relabel_game)}))
+        print(json.dumps({"game": args.relabel_game, **relabel_frames(out, args.relabel_game)}))
         return 0
     out = args.out or Path("build/vision/real") / args.game
     random.seed(args.seed)

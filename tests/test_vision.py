@@ -368,7 +368,7 @@ def _capture_module():
 def test_captured_weather_labels(tmp_path):
     """Weather comes from what each game draws: a Flare map's parallax overlay (rain, snow, fog; none ->
     clear; an overlay without a word, such as space, is refused), clear for Minetest and Wesnoth outdoors,
-    and nothing indoors; relabel rewrites a labels file by those rules."""
+    and nothing indoors; a Wesnoth view without units shows no danger; relabel rewrites a labels file."""
     cap = _capture_module()
     assert cap.flare_weather("title=Lochport\nparallax_layers=maps/parallax/rain.txt\n") == "rain"
     assert cap.flare_weather("parallax_layers=maps/parallax/snow.txt") == "snow"
@@ -379,12 +379,35 @@ def test_captured_weather_labels(tmp_path):
     assert cap.weather_label("minetest", {"setting": "outdoor"}, {}) == "clear"
     assert cap.weather_label("wesnoth", {"setting": "indoor"}, {}) is None
     assert cap.weather_label("flare", {"setting": "indoor"}, {"map": "no_such_map.txt"}) is None
+    assert cap.danger_label("wesnoth", {}, {"units": []}) == []
+    assert cap.danger_label("wesnoth", {}, {"units": [{"type": "Ghoul"}]}) is None
+    assert cap.danger_label("minetest", {"danger": ["fire"]}, {}) == ["fire"]
+    assert cap.danger_label("flare", {}, {}) is None
     (tmp_path / "labels.jsonl").write_text(
-        json.dumps({"file": "a.png", "labels": {"setting": "outdoor", "weather": None}, "meta": {}}) + "\n"
-        + json.dumps({"file": "b.png", "labels": {"setting": "indoor", "weather": "rain"}, "meta": {}}) + "\n")
-    assert cap.relabel_weather(tmp_path, "wesnoth") == {"clear": 1, "None": 1}
+        json.dumps({"file": "a.png", "labels": {"setting": "outdoor", "weather": None}, "meta": {"units": []}}) + "\n"
+        + json.dumps({"file": "b.png", "labels": {"setting": "indoor", "weather": "rain"},
+                      "meta": {"units": [{"type": "Wolf"}]}}) + "\n")
+    assert cap.relabel_frames(tmp_path, "wesnoth") == {"weather": {"clear": 1, "None": 1}, "danger": {"[]": 1, "None": 1}}
     rows = [json.loads(x) for x in (tmp_path / "labels.jsonl").read_text().splitlines()]
-    assert [r["labels"]["weather"] for r in rows] == ["clear", None]
+    assert [(r["labels"]["weather"], r["labels"]["danger"]) for r in rows] == [("clear", []), (None, None)]
+
+
+def test_real_weather_held_back_from_training():
+    """Real frames' weather is for evaluation unless asked for: hold_back marks exactly that tag unknown."""
+    pytest.importorskip("torch")
+    from export.vision import encode_labels, hold_back, tag_layout
+
+    lab = {"setting": "outdoor", "time": "night", "weather": "rain", "danger": ["fire"]}
+    single, multi = (x[None] for x in encode_labels(lab))
+    s2, m2 = hold_back(single, multi, ("weather",))
+    names = [t["name"] for t in tag_layout() if not t["multi"]]
+    w = names.index("weather")
+    assert single[0, w] >= 0 and s2[0, w] == -1
+    assert np.array_equal(np.delete(s2, w, axis=1), np.delete(single, w, axis=1))
+    assert np.array_equal(m2, multi) and single[0, w] >= 0  # inputs untouched, multi-label tags kept
+    danger = next(t for t in tag_layout() if t["name"] == "danger")
+    _, m3 = hold_back(single, multi, ("danger",))
+    assert (m3[0, danger["offset"]:danger["offset"] + len(danger["values"])] == -1).all()
 
 
 def test_fine_tuned_top_round_trip(tmp_path):
