@@ -32,10 +32,15 @@ class GenerationOptions:
     repetition_penalty: float = 1.15
     max_tokens: int = 48
     catchphrase_bias: float = 1.5
+    # Logit bonus for the first token of the sheet's own content words (its name, role, setting,
+    # knowledge, example lines; sampler.sheet_token_ids): a nudge toward the NPC's world instead of
+    # generic talk. 0 = off; a bundle turns it on in its generation defaults.
+    sheet_bias: float = 0.0
 
     _BOUNDS = {
         "temperature": (0.0, 2.0), "top_k": (0, 1000), "top_p": (0.0, 1.0), "min_p": (0.0, 0.99),
         "repetition_penalty": (1.0, 2.0), "max_tokens": (1, 128), "catchphrase_bias": (0.0, 5.0),
+        "sheet_bias": (0.0, 5.0),
     }
 
     def validated(self, overrides: Mapping[str, Any] | None) -> "GenerationOptions":

@@ -33,7 +33,7 @@ from npc_brain.config import LIMITS, GenerationOptions
 from npc_brain.lines import clean_line
 from npc_brain.lm import KV, KVPool, LanguageModel
 from npc_brain.prompt import PromptBuilder, PromptError, Turn, load_tokenizer
-from npc_brain.sampler import LineSampler, TokenTexts, catchphrase_token_ids, fourth_wall_guard
+from npc_brain.sampler import LineSampler, TokenTexts, catchphrase_token_ids, fourth_wall_guard, sheet_token_ids
 
 
 def acceptable(line: str, utterance: str) -> bool:
@@ -144,6 +144,7 @@ class Engine:
         self.history_cache = PrefixCache(history_cache_bytes)  # KV of history chunks, after their persona
         self._scene_reader = None
         self._guards: dict[str, list[str]] = {}
+        self._sheet_ids: dict[str, list[int]] = {}
         self._pool = KVPool()  # the caches of the slots that `step` is running
         self._pooled: dict[int, Slot] = {}  # those slots, by serial
 
@@ -175,6 +176,15 @@ class Engine:
             if len(self._guards) > 4096:
                 self._guards.pop(next(iter(self._guards)))
         return self._guards[key]
+
+    def sheet_words(self, c: Character) -> list[int]:
+        """Token ids the sheet bias favours for this NPC (cached per sheet, like guard_words)."""
+        key = c.sheet_hash()
+        if key not in self._sheet_ids:
+            self._sheet_ids[key] = sheet_token_ids(self.tokenizer, c)
+            if len(self._sheet_ids) > 4096:
+                self._sheet_ids.pop(next(iter(self._sheet_ids)))
+        return self._sheet_ids[key]
 
     # --- prompt + prefill ----------------------------------------------------
     def persona(self, c: Character) -> tuple[KV, list[int]]:
@@ -236,7 +246,8 @@ class Engine:
         c = req.character
         sampler = LineSampler(self.texts, opts, seed, c.emotions,
                               catchphrase_token_ids(self.tokenizer, c.catchphrases),
-                              list(c.banned_words) + self.guard_words(c))
+                              list(c.banned_words) + self.guard_words(c),
+                              self.sheet_words(c) if opts.sheet_bias else ())
         # The emotion tag's tokens that have no alternative ("[", the rest of a mood word once its
         # first piece is drawn) ride along with a forward pass that runs anyway, instead of costing
         # one decode step each: the first spoken word arrives two or three steps sooner.

@@ -5,7 +5,7 @@ depend on what else is in the batch), its options, and the per-character rules:
 
 * the reply opens with an emotion tag constrained to the sheet's `emotions`
   (a token trie: the model picks the mood, but only from the enum);
-* catchphrase tokens get a logit bias;
+* catchphrase tokens get a logit bias, and (when the options ask) so do the sheet's own words;
 * banned words can never appear: a candidate token that would complete a banned
   word (case-insensitive, as a whole word) is masked and the draw repeated;
 * a spoken line has no markup: after the tag, tokens that open a second tag, a
@@ -20,12 +20,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from tokenizers import Tokenizer
 
 from npc_brain.config import GenerationOptions
+
+if TYPE_CHECKING:
+    from npc_brain.character import Character
 
 _WORDISH = re.compile(r"[a-z0-9']")
 
@@ -104,7 +107,7 @@ def emotion_trie(tok: Tokenizer, emotions: Sequence[str]) -> dict:
 
 class LineSampler:
     def __init__(self, texts: TokenTexts, options: GenerationOptions, seed: int, emotions: Sequence[str],
-                 catchphrase_ids: Sequence[int] = (), banned: Sequence[str] = ()):
+                 catchphrase_ids: Sequence[int] = (), banned: Sequence[str] = (), sheet_ids: Sequence[int] = ()):
         self.t = texts
         self.opt = options
         self.rng = np.random.default_rng(seed)
@@ -112,6 +115,7 @@ class LineSampler:
         self.emotion: str | None = None
         self.banned = BannedWords(tuple(banned))
         self.bias_ids = np.array(sorted(set(catchphrase_ids)), np.int64)
+        self.sheet_ids = np.array(sorted(set(sheet_ids)), np.int64)
         self.generated: list[int] = []
         self.text = ""
 
@@ -175,6 +179,8 @@ class LineSampler:
             logits[seen] = np.where(vals > 0, vals / self.opt.repetition_penalty, vals * self.opt.repetition_penalty)
         if self.opt.catchphrase_bias and self.bias_ids.size:
             logits[self.bias_ids] += self.opt.catchphrase_bias
+        if self.opt.sheet_bias and self.sheet_ids.size:
+            logits[self.sheet_ids] += self.opt.sheet_bias
 
     def _draw(self, logits: np.ndarray) -> int:
         if self.opt.temperature <= 0.0:
@@ -225,4 +231,35 @@ def catchphrase_token_ids(tok: Tokenizer, catchphrases: Sequence[str]) -> list[i
                 enc = tok.encode(form, add_special_tokens=False).ids
                 if enc:
                     ids.add(enc[0])
+    return sorted(ids)
+
+
+#: Common words of 4+ letters that say nothing about a character (never biased).
+_PLAIN_WORDS = frozenset("""
+about above after again against also always among another around away back been before being below
+between both came come comes could does doesn't done down each even ever every from gets give goes going
+gone good have having here hers him himself into it's just keep know knows last less like little long
+look made make many might more most much must near never next none only other ours over own said same
+says should some such sure take than that that's them then there there's these they they're thing
+things this those though through till time told took under unless until upon very want wants well went
+were what when where which while whom whose will with within without would yours you're you've your
+""".split())
+
+
+def sheet_token_ids(tok: Tokenizer, c: "Character") -> list[int]:
+    """First tokens of the sheet's content words (4+ letters, not plain English, not banned) from its
+    name, role, setting, knowledge, catchphrases and example lines: the words of the NPC's own
+    world and voice. Personality and speech style are left out: they describe how it talks, and
+    an NPC does not call itself "brisk". Only the word-initial form (leading space) is biased: the
+    bare form is mostly a piece inside other words, and a stub first piece (" Qu" of "Quayle") would
+    boost every word sharing it."""
+    skip = _PLAIN_WORDS | {w.lower() for w in c.banned_words}
+    ids: set[int] = set()
+    for text in (c.name, c.role, c.setting, *c.knowledge, *c.catchphrases, *c.examples):
+        for word in re.findall(r"(?<![A-Za-z'])[A-Za-z]{4,}(?![A-Za-z'])", text):
+            if word.lower() in skip:
+                continue
+            enc = tok.encode(" " + word, add_special_tokens=False).ids
+            if enc and len(tok.decode([enc[0]]).strip()) >= 3:
+                ids.add(enc[0])
     return sorted(ids)

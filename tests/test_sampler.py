@@ -214,3 +214,32 @@ def test_top_k_ids_finds_the_k_largest(seed, k, scale, masked, ties):
     got = top_k_ids(z, k)
     assert len(got) == min(k, z.size) and len(set(got.tolist())) == len(got)
     assert np.array_equal(np.sort(z[got]), np.sort(z)[z.size - len(got):])
+
+
+def test_sheet_words_are_the_sheets_own_content_words(texts):
+    """The sheet bias favours word-initial tokens of the sheet's own world (name, role, setting,
+    knowledge, lines), never plain English, banned words, or personality adjectives."""
+    from npc_brain.character import Character
+    from npc_brain.sampler import sheet_token_ids
+
+    c = Character(name="Brom Ironhand", id="brom", role="blacksmith of Emberfall", setting="a mining town",
+                  personality="gruff and suspicious", knowledge=("The mine closed after the cave-in.",),
+                  examples=("Steel remembers, and you'll pay before you leave.",), banned_words=("mine",))
+    words = {texts.texts[i] for i in sheet_token_ids(texts.tok, c)}
+    assert all(w.startswith(" ") for w in words)
+    low = {w.strip().lower() for w in words}
+    assert any(w.startswith("black") for w in low) and any(w.startswith("steel") for w in low)
+    assert not low & {"mine", "gruff", "suspicious", "you", "before", "after", "the"}
+
+
+def test_sheet_bias_moves_only_the_sheet_words(texts):
+    V = len(texts.texts)
+    z = np.zeros(V)
+    target, other = (texts.tok.encode(w, add_special_tokens=False).ids[0] for w in (" anvil", " hello"))
+    z[other] = 0.5  # greedy picks `other` unless the bias lifts `target` past it
+    for bias, want in ((0.0, other), (1.0, target)):
+        s = LineSampler(texts, GenerationOptions(temperature=0.0, repetition_penalty=1.0, sheet_bias=bias), 0,
+                        ["neutral"], sheet_ids=[target])
+        _skip_emotion(s, V)
+        s.text = "Well"  # past the first word, so nothing else is masked
+        assert s.next_token(z.copy()) == want
