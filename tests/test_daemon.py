@@ -183,6 +183,17 @@ def test_deadline_gives_timeout(daemon, sheets):
     assert e.value.code == "TIMEOUT"
 
 
+def test_options_beyond_the_samplers_range_are_a_bad_request(daemon, sheets):
+    """The wire allows max_tokens up to 512 and repetition_penalty up to 3 (protocol/SPEC.md); the
+    daemon's sampler takes less, and says which option and range instead of failing inside."""
+    with Client(daemon, retries=0) as c:
+        for opts, name in (({"max_tokens": 300}, "max_tokens"), ({"repetition_penalty": 2.5}, "repetition_penalty")):
+            with pytest.raises(ClientError) as e:
+                c.say("brom", "Hello.", character=sheets["brom_blacksmith"], options=opts)
+            assert e.value.code == "BAD_REQUEST" and name in str(e.value), e.value
+        assert c.say("brom", "Hello.", character=sheets["brom_blacksmith"], options=SHORT)["text"]
+
+
 def test_overload_answers_exactly_the_excess(daemon, sheets):
     queue, k = 10, 3
     with Client(daemon) as c:
