@@ -59,3 +59,25 @@ def test_gdscript_codec_matches_vectors():
         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert " 0 failed" in run.stdout
+
+
+def _godot3() -> str | None:
+    """A headless Godot 3 (Debian's godot3-server; the godot3 editor binary also runs scripts)."""
+    for name in ("godot3-server", "godot3"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@pytest.mark.skipif(_godot3() is None, reason="Godot 3 vector test needs godot3-server: apt-get install godot3-server")
+def test_godot3_codec_matches_vectors(tmp_path):
+    """The Godot 3 client (protocol/clients/godot3) run inside a real Godot 3 engine against the vectors."""
+    env = {"NPCB_VECTORS": str(VECTORS), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    run = subprocess.run([_godot3(), "--path", str(CLIENTS / "godot3"), "--script", "res://tests/vector_test.gd"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out
+    tail = next(line for line in reversed(run.stdout.splitlines()) if line.endswith("failed"))
+    passed, failed = (int(w) for w in tail.replace(" passed,", "").replace(" failed", "").split())
+    assert failed == 0 and passed > 100, tail
