@@ -165,6 +165,7 @@ DELEGATED_LIST = (
         ("demo", "npc_brain.demo", "build the bundle if missing, start the daemon, hold a short conversation"),
         ("loadtest", "npc_brain.loadtest", "latency/throughput against a running daemon"),
         ("broker", "npc_brain.broker", "scale-out broker: clients connect here, workers behind it"),
+        ("relay", "npc_brain.relay", "the protocol over plain loopback TCP (length-prefixed frames) for engines without ZeroMQ"),
         ("replay", "npc_brain.replay", "say recorded traffic (`serve --record`) again and compare: QA regressions"),
         ("keys", "npc_brain.keys", "generate CurveZMQ key pairs"),
         ("data", "npc_brain.data.build", "build the real-dialogue data set (`npc-brain data build`)"),
