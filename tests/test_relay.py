@@ -36,6 +36,32 @@ def test_relay_listens_on_loopback_only(capsys):
     assert "loopback" in capsys.readouterr().err
 
 
+def test_relay_process_drains_on_sigterm():
+    """`npc-brain relay` as a process: it accepts a game's connection and exits 0 on SIGTERM, closing it."""
+    import signal
+    import sys
+    import time
+
+    listen = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([sys.executable, "-m", "npc_brain.relay", "--listen", listen, "--connect",
+                             f"tcp://127.0.0.1:{free_port()}", "--log-level", "WARNING"])
+    host, port = listen.split(":")
+    for _ in range(100):
+        try:
+            conn = socket.create_connection((host, int(port)), timeout=5)
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("relay did not listen")
+    with conn:
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert conn.recv(1) == b""  # the relay closed the game's connection
+
+
 @pytest.fixture(scope="module")
 def relay(bundle_dir):
     proc, addr = start_daemon(bundle_dir)
