@@ -40,6 +40,46 @@ class Transport:
 		return []
 
 
+## A Transport over plain TCP to `npc-brain relay` (loopback; each frame a 4-byte big-endian length and
+## the msgpack bytes; SPEC 1.1), for games without a ZeroMQ binding:
+##   var client := NpcBrainClient.new(NpcBrainClient.RelayTransport.new("127.0.0.1", 5556))
+## Its Godot 3 twin runs end to end in a real engine in this project's tests; this Godot 4 one is only
+## parse-checked here (no Godot 4 binary on the test machines).
+class RelayTransport:
+	extends Transport
+	var peer := StreamPeerTCP.new()
+	var _buf := PackedByteArray()
+
+	func _init(host: String = "127.0.0.1", port: int = 5556) -> void:
+		peer.big_endian = true
+		peer.connect_to_host(host, port)
+
+	func connected() -> bool:
+		peer.poll()  # Godot 4 updates a StreamPeerTCP's status only when polled
+		return peer.get_status() == StreamPeerTCP.STATUS_CONNECTED
+
+	func send(frame: PackedByteArray) -> void:
+		peer.put_u32(frame.size())
+		peer.put_data(frame)
+
+	func receive() -> Array:
+		var frames := []
+		if not connected():
+			return frames
+		var n := peer.get_available_bytes()
+		if n > 0:
+			var got: Array = peer.get_data(n)
+			if got[0] == OK:
+				_buf.append_array(got[1])
+		while _buf.size() >= 4:
+			var size := (_buf[0] << 24) | (_buf[1] << 16) | (_buf[2] << 8) | _buf[3]
+			if _buf.size() < 4 + size:
+				break
+			frames.append(_buf.slice(4, 4 + size))
+			_buf = _buf.slice(4 + size)
+		return frames
+
+
 var transport: Transport
 var _prefix: String
 var _counter := 0
