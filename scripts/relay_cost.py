@@ -67,8 +67,8 @@ def main() -> int:
                 msg = {"v": 1, "type": "say", "id": f"r{i}", "npc": "brom", "session": f"relay{i}",
                        "character": sheet, "utterance": "What do you sell?", "seed": 7, "options": opts}
                 # Which goes first alternates, and each request waits 0.3 s after the last line (as a game
-                # does between lines): a request sent the moment a line ends waits for the daemon's own
-                # after-line work (caching the exchange's KV), some 60 ms, whichever way it came.
+                # does between lines): back to back, whichever request went first in a pair took ~60 ms
+                # longer, whichever way it came (docs/figures.md), which would be read as the relay's.
                 for way in (("relay", "direct") if i % 2 == 0 else ("direct", "relay")):
                     time.sleep(0.3)
                     t0 = time.perf_counter()
