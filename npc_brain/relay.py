@@ -105,7 +105,8 @@ def run(listen: str, daemon: str, max_connections: int = 64, stop: threading.Eve
         return 2
     stop = stop or threading.Event()
     ctx = zmq.Context()
-    server = socket.create_server((host, int(port)))
+    host = host.strip("[]")  # "[::1]:5556" -> ::1
+    server = socket.create_server((host, int(port)), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
     server.settimeout(POLL_MS / 1000)
     threads: list[threading.Thread] = []
     log.info("relay on %s -> %s", listen, daemon)

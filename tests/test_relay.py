@@ -33,7 +33,28 @@ def test_frame_reader_cuts_a_stream_and_refuses_oversized_lengths():
 
 def test_relay_listens_on_loopback_only(capsys):
     assert run("0.0.0.0:5999", "tcp://127.0.0.1:5555") == 2
+    assert run("[::]:5999", "tcp://127.0.0.1:5555") == 2
     assert "loopback" in capsys.readouterr().err
+
+
+def test_relay_listens_on_ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+            port = probe.getsockname()[1]
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    halt, ready = threading.Event(), threading.Event()
+    t = threading.Thread(target=run, args=(f"[::1]:{port}", "tcp://127.0.0.1:1"), kwargs={"stop": halt, "ready": ready},
+                         daemon=True)
+    t.start()
+    assert ready.wait(10)
+    try:
+        with socket.create_connection(("::1", port), timeout=5):
+            pass
+    finally:
+        halt.set()
+        t.join(10)
 
 
 def test_relay_process_drains_on_sigterm():
