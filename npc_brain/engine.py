@@ -23,7 +23,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -166,25 +166,25 @@ class Engine:
     def load(cls, path: Path | str, **kw) -> "Engine":
         return cls(Bundle.open(path), **kw)
 
-    def guard_words(self, c: Character) -> list[str]:
-        """Fourth-wall words banned for this NPC (cached per sheet: the scan is not free)."""
+    @staticmethod
+    def _per_sheet(cache: dict, c: Character, make: Callable[[], Any]) -> Any:
+        """`make()` once per sheet (a bounded cache keyed by the sheet's hash): scans of a sheet are not free."""
         key = c.sheet_hash()
-        if key not in self._guards:
-            import json
+        if key not in cache:
+            cache[key] = make()
+            if len(cache) > 4096:
+                cache.pop(next(iter(cache)))
+        return cache[key]
 
-            self._guards[key] = fourth_wall_guard(json.dumps(c.to_dict(), ensure_ascii=False))
-            if len(self._guards) > 4096:
-                self._guards.pop(next(iter(self._guards)))
-        return self._guards[key]
+    def guard_words(self, c: Character) -> list[str]:
+        """Fourth-wall words banned for this NPC."""
+        import json
+
+        return self._per_sheet(self._guards, c, lambda: fourth_wall_guard(json.dumps(c.to_dict(), ensure_ascii=False)))
 
     def sheet_words(self, c: Character) -> list[int]:
-        """Token ids the sheet bias favours for this NPC (cached per sheet, like guard_words)."""
-        key = c.sheet_hash()
-        if key not in self._sheet_ids:
-            self._sheet_ids[key] = sheet_token_ids(self.tokenizer, c)
-            if len(self._sheet_ids) > 4096:
-                self._sheet_ids.pop(next(iter(self._sheet_ids)))
-        return self._sheet_ids[key]
+        """Token ids the sheet bias favours for this NPC."""
+        return self._per_sheet(self._sheet_ids, c, lambda: sheet_token_ids(self.tokenizer, c))
 
     # --- prompt + prefill ----------------------------------------------------
     def persona(self, c: Character) -> tuple[KV, list[int]]:
