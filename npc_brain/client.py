@@ -72,7 +72,8 @@ NO_PEER = ("is the daemon running at that address, and does it need CurveZMQ key
            "(--curve-client-secret / --curve-server-public, or Client(curve=...))?")
 
 
-def _socket(ctx: zmq.Context, address: str, curve: tuple[bytes, bytes, bytes] | None) -> zmq.Socket:
+def dealer_socket(ctx: zmq.Context, address: str, curve: tuple[bytes, bytes, bytes] | None) -> zmq.Socket:
+    """A DEALER as the protocol wants a client's: heartbeats, a routing id of its own, CURVE when given."""
     s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
     s.setsockopt(zmq.ROUTING_ID, b"py-" + os.urandom(8).hex().encode())
@@ -133,7 +134,7 @@ class Client:
     def __init__(self, address: str = "tcp://127.0.0.1:5555", timeout_s: float = 30.0, retries: int = 2,
                  curve: tuple[bytes, bytes, bytes] | None = None, ctx: zmq.Context | None = None):
         self.ctx = ctx or zmq.Context.instance()
-        self.sock = _socket(self.ctx, address, curve)
+        self.sock = dealer_socket(self.ctx, address, curve)
         self.timeout_s = timeout_s
         self.retries = retries
         self.pending: dict[str, list[dict]] = {}
@@ -236,7 +237,7 @@ class AsyncClient:
     def __init__(self, address: str = "tcp://127.0.0.1:5555", timeout_s: float = 30.0, retries: int = 2,
                  curve: tuple[bytes, bytes, bytes] | None = None):
         self.ctx = zmq.asyncio.Context.instance()
-        self.sock = _socket(self.ctx, address, curve)
+        self.sock = dealer_socket(self.ctx, address, curve)
         self.timeout_s = timeout_s
         self.retries = retries
         self.waiters: dict[str, asyncio.Queue] = {}

@@ -14,7 +14,8 @@ daemon would, and closes that connection: after a bad length the stream has no f
     npc-brain relay --listen 127.0.0.1:5556 --connect tcp://127.0.0.1:5555
 
 Plain TCP has no encryption, so the relay listens on loopback only; across machines, run the relay
-next to the game and let it reach the daemon over ZeroMQ (with CurveZMQ, `npc-brain keys`).
+next to the game and let it reach the daemon over ZeroMQ with CurveZMQ (`npc-brain keys`;
+`--curve-client-secret` / `--curve-server-public`, required for an address off this host).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import threading
 import zmq
 
 from npc_brain import protocol as P
-from npc_brain.keys import is_loopback
+from npc_brain.client import dealer_socket
+from npc_brain.keys import add_client_curve_args, client_curve_from_args, is_loopback
 
 log = logging.getLogger("npc_brain.relay")
 HEADER = struct.Struct(">I")
@@ -63,11 +65,14 @@ def pack(frame: bytes) -> bytes:
     return HEADER.pack(len(frame)) + frame
 
 
-def serve_connection(conn: socket.socket, ctx: zmq.Context, daemon: str, stop: threading.Event) -> None:
-    """One game connection <-> one DEALER, in one thread (a ZeroMQ socket stays in its thread)."""
-    dealer = ctx.socket(zmq.DEALER)
-    dealer.setsockopt(zmq.LINGER, 0)
-    dealer.connect(daemon)
+Curve = tuple[bytes, bytes, bytes]
+
+
+def serve_connection(conn: socket.socket, ctx: zmq.Context, daemon: str, stop: threading.Event,
+                     curve: Curve | None = None) -> None:
+    """One game connection <-> one DEALER (a client's, as npc_brain.client makes it), in one thread (a
+    ZeroMQ socket stays in its thread)."""
+    dealer = dealer_socket(ctx, daemon, curve)
     poller = zmq.Poller()
     poller.register(dealer, zmq.POLLIN)
     poller.register(conn, zmq.POLLIN)
@@ -75,7 +80,7 @@ def serve_connection(conn: socket.socket, ctx: zmq.Context, daemon: str, stop: t
     try:
         while not stop.is_set():
             ready = dict(poller.poll(POLL_MS))
-            if ready.get(conn) or ready.get(conn.fileno()):  # pyzmq reports a plain socket as registered
+            if ready.get(conn.fileno()):  # pyzmq reports a plain socket by its file descriptor
                 data = conn.recv(65536)
                 if not data:
                     return  # the game closed the connection
@@ -97,7 +102,7 @@ def serve_connection(conn: socket.socket, ctx: zmq.Context, daemon: str, stop: t
 
 
 def run(listen: str, daemon: str, max_connections: int = 64, stop: threading.Event | None = None,
-        ready: threading.Event | None = None) -> int:
+        ready: threading.Event | None = None, curve: Curve | None = None) -> int:
     host, _, port = listen.rpartition(":")
     if not is_loopback(f"tcp://{host}:{port}"):
         print(f"error: the relay speaks plain TCP and listens on loopback only, not {host!r}; run it next to "
@@ -124,7 +129,7 @@ def run(listen: str, daemon: str, max_connections: int = 64, stop: threading.Eve
                 conn.close()
                 continue
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            t = threading.Thread(target=serve_connection, args=(conn, ctx, daemon, stop), daemon=True)
+            t = threading.Thread(target=serve_connection, args=(conn, ctx, daemon, stop, curve), daemon=True)
             t.start()
             threads.append(t)
     finally:
@@ -142,12 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connect", default="tcp://127.0.0.1:5555", help="the daemon (or broker) address")
     p.add_argument("--max-connections", type=int, default=64)
     p.add_argument("--log-level", default="INFO")
+    add_client_curve_args(p)
     a = p.parse_args(argv)
+    curve = client_curve_from_args(a.connect, a.curve_client_secret, a.curve_server_public)
     logging.basicConfig(level=a.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    return run(a.listen, a.connect, a.max_connections, stop)
+    return run(a.listen, a.connect, a.max_connections, stop, curve=curve)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,15 @@ def test_relay_listens_on_loopback_only(capsys):
     assert "loopback" in capsys.readouterr().err
 
 
+def test_relay_refuses_a_remote_daemon_without_keys():
+    """Off this host the relay's DEALER is a CURVE client like any other, so keys are required."""
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "npc_brain.relay", "--listen", f"127.0.0.1:{free_port()}",
+                        "--connect", "tcp://10.1.2.3:5555"], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "CurveZMQ" in r.stderr and "--curve-client-secret" in r.stderr
+
+
 def test_relay_listens_on_ipv6_loopback():
     try:
         with socket.socket(socket.AF_INET6) as probe:
