@@ -301,19 +301,25 @@ def cache_procedural(model: SceneModel, start: int, count: int, chunk_size: int 
     return path
 
 
-def load_real(game: str) -> tuple[list[np.ndarray], list[dict[str, Any]], list[str]]:
-    from PIL import Image
-
+def real_labels(game: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Labels and file names of a real game's frames whose image exists, in labels.jsonl order (the row
+    order of every cache of the game), without decoding an image."""
     base = WORK / "real" / game
-    images, labels, files = [], [], []
+    labels, files = [], []
     lines = (base / "labels.jsonl").read_text().splitlines() if (base / "labels.jsonl").exists() else []
     for line in lines:
         rec = json.loads(line)
-        if not (base / rec["file"]).exists():
-            continue
-        images.append(np.asarray(Image.open(base / rec["file"]).convert("RGB")))
-        labels.append(rec["labels"])
-        files.append(rec["file"])
+        if (base / rec["file"]).exists():
+            labels.append(rec["labels"])
+            files.append(rec["file"])
+    return labels, files
+
+
+def load_real(game: str) -> tuple[list[np.ndarray], list[dict[str, Any]], list[str]]:
+    from PIL import Image
+
+    labels, files = real_labels(game)
+    images = [np.asarray(Image.open(WORK / "real" / game / f).convert("RGB")) for f in files]
     return images, labels, files
 
 

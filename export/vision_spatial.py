@@ -101,7 +101,7 @@ def real_rows(backbone: nn.Module, games: tuple[str, ...], n_proc: int, real_wei
     acts, multi, used = [], [], []
     for game in games:
         a = np.load(cache_cut_real(backbone, game))["acts"]
-        _, m = _check_set(game)
+        m = _multi(V.real_labels(game)[0])  # labels only: the images are the check set's business
         known = (m[:, _columns()] >= 0).all(axis=1)
         if not known.any():
             continue
@@ -194,8 +194,12 @@ def _check_set(name: str) -> tuple[list[np.ndarray], np.ndarray]:
         images, labels = [img for img, _ in renders], [lab for _, lab in renders]
     else:
         images, labels, _ = V.load_real(name)
-    multi = np.stack([V.encode_labels(lab)[1] for lab in labels]) if labels else np.zeros((0, V.n_outputs()), np.float32)
-    return images, multi
+    return images, _multi(labels)
+
+
+def _multi(labels: list[dict[str, Any]]) -> np.ndarray:
+    """Multi-label targets (full layout) of a list of label dicts."""
+    return np.stack([V.encode_labels(lab)[1] for lab in labels]) if labels else np.zeros((0, V.n_outputs()), np.float32)
 
 
 def save_spatial(head: SpatialHead, info: dict[str, Any], head_dir: Path = V.ARTIFACTS) -> None:
