@@ -325,11 +325,9 @@ def capture_minetest(out: Path, shots: int, seed: int, width: int, height: int, 
             if not (out / name).exists():
                 continue
             labels = rec["labels"]
-            if not isinstance(labels.get("danger"), list):  # an empty Lua table arrives as null or {}
-                labels["danger"] = []
-            labels.update({"weather": None, "creatures": None})
             labels.setdefault("time", None)
-            labels["weather"] = weather_label("minetest", labels, {})
+            labels.update(creatures=None, danger=danger_label("minetest", labels, {}),
+                          weather=weather_label("minetest", labels, {}))
             fh.write(json.dumps({"file": name, "game": "minetest", "labels": labels,
                                  "meta": dict(rec.get("meta") or {}, hp=rec["hp"], seed=seed)}) + "\n")
             kept += 1
@@ -390,7 +388,7 @@ def danger_label(game: str, labels: dict[str, Any], meta: dict[str, Any]) -> lis
     """Danger where the set-up settles it: Minetest's script sets its fires itself; a Wesnoth view with
     no unit placed near its centre shows no fight and no fire (the maps draw none); Flare's views may
     hold monsters, so Flare's is unknown."""
-    if game == "minetest":
+    if game == "minetest":  # an empty Lua table arrives as null or {}
         return labels.get("danger") if isinstance(labels.get("danger"), list) else []
     if game == "wesnoth":
         return [] if not meta.get("units") else None
