@@ -3,8 +3,11 @@
 Contract (DESIGN.md): one request per input record (JSONL or CSV)::
 
     {"id", "character": <sheet object or path>, "utterance", "scene"?: {tag: value},
-     "screenshot"?: path, "history"?: [{"speaker", "text"}], "seed"?: int, "n"?: int,
+     "screenshot"?: path, "read_text"?: bool, "history"?: [{"speaker", "text"}], "seed"?: int, "n"?: int,
      "options"?: {generation option: value}}
+
+(``read_text``: also read the screenshot's signs and banners with OCR, as ``--read-text`` does for
+every record; needs the ``ocr`` extra.)
 
 and one output record per variant::
 
@@ -51,6 +54,7 @@ class Job:
     n: int
     screenshot: Path | None
     options: dict[str, Any] | None = None  # generation overrides, checked against the bundle's defaults
+    read_text: bool | None = None  # OCR the screenshot too (None: the run's --read-text)
 
 
 def _fmt(path: Path) -> str:
@@ -145,8 +149,13 @@ def parse_job(rec: dict[str, Any], base: Path, sheets: dict[str, Character]) -> 
     options = _json_field(rec, "options")
     if options is not None and not isinstance(options, dict):
         raise RecordError("BAD_REQUEST", "options must be an object of generation option: value")
+    read_text = _json_field(rec, "read_text")
+    if isinstance(read_text, str) and read_text.strip().lower() in ("true", "false", ""):  # a CSV cell
+        read_text = {"true": True, "false": False}.get(read_text.strip().lower())
+    if read_text is not None and not isinstance(read_text, bool):
+        raise RecordError("BAD_REQUEST", "read_text must be true or false")
     req = LineRequest(character, utterance, scene, tuple(history), seed_for(rid, rec.get("seed")))
-    return Job(rid, req, n, shot_path, options)
+    return Job(rid, req, n, shot_path, options, read_text)
 
 
 class OutFile:
@@ -192,7 +201,7 @@ class OutFile:
 
 
 def run_batch(engine: Engine, src: Path, dst: Path, n_override: int | None = None, group: int = 4,
-              progress: bool = True) -> dict[str, int]:
+              progress: bool = True, read_text: bool = False) -> dict[str, int]:
     """Run every record of `src` into `dst`; returns counts (written, skipped, errors)."""
     from tqdm import tqdm
 
@@ -233,7 +242,7 @@ def run_batch(engine: Engine, src: Path, dst: Path, n_override: int | None = Non
             if job.options:
                 job.request = replace(job.request, options=engine.defaults.validated(job.options))
             if job.screenshot is not None:
-                job = _with_vision(engine, job)
+                job = _with_vision(engine, job, read_text if job.read_text is None else job.read_text)
         except (RecordError, OptionsError) as e:
             code = getattr(e, "code", "BAD_REQUEST")
             out.write({"id": rid if rid is not None else f"line-{lineno}", "variant": None,
@@ -249,7 +258,8 @@ def run_batch(engine: Engine, src: Path, dst: Path, n_override: int | None = Non
     return counts
 
 
-def _with_vision(engine: Engine, job: Job) -> Job:
+def _with_vision(engine: Engine, job: Job, read_text: bool = False) -> Job:
+    from npc_brain.screen_text import TextReaderUnavailable
     from npc_brain.vision import ImageError
 
     try:
@@ -257,7 +267,9 @@ def _with_vision(engine: Engine, job: Job) -> Job:
     except OSError as e:
         raise RecordError("BAD_IMAGE", f"cannot read screenshot {job.screenshot}: {e}") from e
     try:
-        scene = engine.see(data, engine_tags=job.request.scene)
+        scene = engine.see(data, engine_tags=job.request.scene, read_text=read_text)
+    except TextReaderUnavailable as e:
+        raise RecordError("BAD_REQUEST", str(e)) from e
     except ImageError as e:
         if job.request.scene:  # the engine's tags still describe the scene
             return job

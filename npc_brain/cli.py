@@ -58,7 +58,7 @@ def cmd_say(a: argparse.Namespace) -> int:
         try:
             with Client(a.connect, timeout_s=a.timeout, curve=curve) as c:
                 rep = c.say(a.npc or character.id, a.utterance, character=character.to_dict(), scene=scene,
-                            screenshot=shot, seed=a.seed, options=_options(a))
+                            screenshot=shot, seed=a.seed, options=_options(a), read_text=a.read_text)
         except ClientError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
@@ -69,10 +69,14 @@ def cmd_say(a: argparse.Namespace) -> int:
     engine = Engine.load(a.bundle)
     opts = engine.defaults.validated(_options(a))  # the bundle's defaults (its voice's), then the flags
     if a.screenshot:
+        from npc_brain.screen_text import TextReaderUnavailable
         from npc_brain.vision import ImageError
 
         try:
-            scene = engine.see(Path(a.screenshot).read_bytes(), engine_tags=scene)
+            scene = engine.see(Path(a.screenshot).read_bytes(), engine_tags=scene, read_text=a.read_text)
+        except TextReaderUnavailable as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         except (ImageError, OSError) as e:
             print(f"error: screenshot: {e}", file=sys.stderr)
             if not scene:
@@ -97,7 +101,7 @@ def cmd_batch(a: argparse.Namespace) -> int:
         print(f"error: {a.input} does not exist", file=sys.stderr)
         return 2
     engine = Engine.load(a.bundle, deterministic=True)  # same seed => same line, whatever the grouping
-    counts = run_batch(engine, a.input, a.output, n_override=a.n)
+    counts = run_batch(engine, a.input, a.output, n_override=a.n, read_text=a.read_text)
     print(f"{counts['lines']} lines written, {counts['skipped']} records skipped (already in {a.output}), "
           f"{counts['errors']} errors", file=sys.stderr)
     return 0
@@ -132,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--character", required=True, help="sheet: .yaml/.json/.png card")
     s.add_argument("--scene", action="append", metavar="KEY=VALUE")
     s.add_argument("--screenshot", help="PNG/JPEG screenshot the NPC sees")
+    s.add_argument("--read-text", action="store_true",
+                   help="with --screenshot: also read its signs and banners (OCR, ~300 ms; needs the ocr extra)")
     s.add_argument("--seed", type=int)
     s.add_argument("--npc", help="npc id (default: the sheet's id)")
     s.add_argument("--connect", help="ask a running daemon instead, e.g. tcp://127.0.0.1:5555")
@@ -146,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("input", type=Path)
     bt.add_argument("-o", "--output", type=Path, required=True)
     bt.add_argument("--n", type=int, help="variants per record (overrides the records' n)")
+    bt.add_argument("--read-text", action="store_true",
+                    help="also read each screenshot's signs and banners (OCR; needs the ocr extra)")
     bt.set_defaults(func=cmd_batch)
 
     be = sub.add_parser("bench", help="speed: PyTorch eager vs ONNX fp32 vs the bundle vs llama.cpp")

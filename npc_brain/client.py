@@ -43,7 +43,8 @@ def _new_id() -> str:
 def say_msg(npc: str, utterance: str, *, request_id: str, character: dict | None = None,
             character_ref: str | None = None, session: str = "default", scene: dict | None = None,
             screenshot: bytes | dict | None = None, history: list | None = None, seed: int | None = None,
-            options: dict | None = None, deadline_ms: int | None = None, stream: bool = False) -> dict[str, Any]:
+            options: dict | None = None, deadline_ms: int | None = None, stream: bool = False,
+            read_text: bool = False) -> dict[str, Any]:
     msg: dict[str, Any] = {"v": P.PROTOCOL_VERSION, "type": "say", "id": request_id, "npc": npc,
                            "session": session, "utterance": utterance}
     if character is not None:
@@ -55,6 +56,8 @@ def say_msg(npc: str, utterance: str, *, request_id: str, character: dict | None
     if screenshot is not None:
         msg["screenshot"] = screenshot if isinstance(screenshot, dict) else {
             "format": "png" if screenshot[:4] == b"\x89PNG" else "jpeg", "data": screenshot}
+        if read_text:  # OCR the screenshot's signs and banners too (~300 ms; the daemon needs its ocr extra)
+            msg["screenshot"] = dict(msg["screenshot"], read_text=True)
     if history:
         msg["history"] = history
     if seed is not None:

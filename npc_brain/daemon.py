@@ -3,6 +3,7 @@
 The loop, in the order it runs (the ZeroMQ guide's style: short and explicit)::
 
     read every waiting frame  -> answer control messages now, queue `say`s (or OVERLOADED)
+    collect read screenshots  -> a `say` whose screenshot asked for OCR waits for it off the loop
     expire deadlines          -> TIMEOUT for queued and running work past its deadline
     admit one queued `say`    -> prompt + persona-prefix cache + prefill  (a "slot")
     one decode step           -> every running slot advances one token, in one batch
@@ -21,6 +22,7 @@ import signal
 import sys
 import time
 from collections import OrderedDict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +89,7 @@ class Job:
     history: list[Turn]
     scene: dict[str, Any]
     vision_ms: float = 0.0
+    seeing: Future | None = None  # the screenshot being read off the loop (OCR), until it is done
     slot: Slot | None = None
     sent: str = ""  # streamed text so far
     seq: int = 0
@@ -101,6 +104,9 @@ class Daemon:
         self.sessions = SessionStore(state_dir=cfg.state_dir)
         self.registered: OrderedDict[str, Character] = OrderedDict()
         self.queue: deque[Job] = deque()
+        # `say`s whose screenshot is read in a helper thread (OCR takes ~300 ms; the loop keeps decoding)
+        self.seeing: list[Job] = []
+        self._see_pool: ThreadPoolExecutor | None = None
         self.active: list[Job] = []
         self.inflight: dict[tuple[bytes, str], Job] = {}
         self.replies: OrderedDict[tuple[bytes, str], tuple[str, float, bytes]] = OrderedDict()
@@ -198,19 +204,22 @@ class Daemon:
                 log.info("draining: %d running, %d queued", len(self.active), len(self.queue))
             self.heartbeat()
             busy = bool(self.active or self.queue) and time.monotonic() >= self.paused_until
-            if self.sock.poll(0 if busy else 50):
+            if self.sock.poll(0 if busy else 5 if self.seeing else 50):
                 self.read_all()
+            self.collect_seen()
             self.expire()
             if time.monotonic() >= self.paused_until:
                 self.run_guarded(self.admit)
                 self.run_guarded(self.decode_step)
-            if self.draining and not self.active and not self.queue:
+            if self.draining and not self.active and not self.queue and not self.seeing:
                 break
             if drain_deadline is not None and time.monotonic() > drain_deadline:
-                for job in list(self.queue) + list(self.active):
+                for job in self.seeing + list(self.queue) + list(self.active):
                     self.fail(job, P.ErrorCode.CANCELLED, "the daemon is shutting down")
                 break
         self.sock.close(linger=1000)
+        if self._see_pool is not None:
+            self._see_pool.shutdown(wait=False, cancel_futures=True)
         if self.recorder is not None:
             self.recorder.close()
         if self.auth:
@@ -274,7 +283,7 @@ class Daemon:
 
     def _status_fields(self) -> dict[str, Any]:
         return dict(live=True, ready=self.ready and not self.draining, bundle_id=self.engine.bundle.bundle_id,
-                    queue_depth=len(self.queue), active=len(self.active),
+                    queue_depth=len(self.queue) + len(self.seeing), active=len(self.active),
                     capacity=self.cfg.queue_capacity + self.cfg.max_active,
                     uptime_s=time.monotonic() - self.started)
 
@@ -288,7 +297,10 @@ class Daemon:
                                        version=version, request_id=req.id))
 
     def on_status(self, ident: bytes, req: P.Status, payload: bytes) -> None:
+        from npc_brain.screen_text import available
+
         self.send(ident, P.status_msg(req.id, **self._status_fields(), sessions=len(self.sessions),
+                                      read_text=available(),
                                       lines_generated=self.generated,
                                       persona_cache=self.engine.persona_cache.stats(),
                                       history_cache=self.engine.history_cache.stats()))
@@ -355,8 +367,9 @@ class Daemon:
             self.send(ident, P.error_msg(P.ErrorCode.NOT_READY, "the daemon is shutting down" if self.draining
                                          else "the daemon is loading", req.id, retry_after_ms=1000))
             return
-        if len(self.queue) >= self.cfg.queue_capacity:
-            self.send(ident, P.error_msg(P.ErrorCode.OVERLOADED, f"{len(self.queue)} requests waiting; try again soon",
+        waiting = len(self.queue) + len(self.seeing)
+        if waiting >= self.cfg.queue_capacity:
+            self.send(ident, P.error_msg(P.ErrorCode.OVERLOADED, f"{waiting} requests waiting; try again soon",
                                          req.id, retry_after_ms=250))
             return
         try:
@@ -364,7 +377,7 @@ class Daemon:
         except P.ProtocolError as e:
             self.send(ident, P.error_from(e))
             return
-        self.queue.append(job)
+        (self.seeing if job.seeing is not None else self.queue).append(job)
         self.inflight[key] = job
 
     def _job(self, ident: bytes, req: P.Say, fingerprint: str, now: float) -> Job:
@@ -383,26 +396,62 @@ class Daemon:
         history = ([Turn(t.speaker, t.text) for t in req.history] if req.history
                    else self.sessions.history(req.npc, req.session))
         scene: dict[str, Any] = dict(req.scene or {})
-        vision_ms = 0.0
-        if req.screenshot is not None:
-            from npc_brain.vision import ImageError
+        vision_ms, seeing = 0.0, None
+        if req.screenshot is not None and req.screenshot.read_text:
+            from npc_brain.screen_text import available
 
+            if not available():
+                raise P.ProtocolError(P.ErrorCode.BAD_REQUEST, "this daemon cannot read on-screen text (screenshot."
+                                      "read_text): install its ocr extra, pip install 'npc-brain[ocr]', or leave "
+                                      "read_text out", req.id)
+            if self._see_pool is None:
+                self._see_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="see")
+            seeing = self._see_pool.submit(self._see, req)
+        elif req.screenshot is not None:
             t = time.perf_counter()
-            shot = req.screenshot
-            try:
-                scene = self.engine.see(shot.data, shot.format, shot.width, shot.height, engine_tags=req.scene)
-            except ImageError as e:
-                if not req.scene:
-                    raise P.ProtocolError(P.ErrorCode(e.code), f"screenshot: {e}", req.id) from None
-                log.warning("request %s: screenshot unusable (%s); using the engine's tags", req.id, e)
+            scene = self._scene_of(req, lambda: self._see(req))
             vision_ms = (time.perf_counter() - t) * 1000
         deadline = now + req.deadline_ms / 1000 if req.deadline_ms else None
-        return Job(ident, req, character, fingerprint, now, deadline, history, scene, vision_ms)
+        return Job(ident, req, character, fingerprint, now, deadline, history, scene, vision_ms, seeing)
+
+    def _see(self, req: P.Say) -> dict[str, Any]:
+        shot = req.screenshot
+        return self.engine.see(shot.data, shot.format, shot.width, shot.height, engine_tags=req.scene,
+                               read_text=shot.read_text)
+
+    def _scene_of(self, req: P.Say, see) -> dict[str, Any]:
+        """The scene from `see()`; an unusable screenshot is an error, or a warning when the game sent tags."""
+        from npc_brain.vision import ImageError
+
+        try:
+            return see()
+        except ImageError as e:
+            if not req.scene:
+                raise P.ProtocolError(P.ErrorCode(e.code), f"screenshot: {e}", req.id) from None
+            log.warning("request %s: screenshot unusable (%s); using the engine's tags", req.id, e)
+            return dict(req.scene)
+
+    def collect_seen(self) -> None:
+        """Queue the `say`s whose screenshot has been read in the helper thread."""
+        for job in [j for j in self.seeing if j.seeing.done()]:
+            self.seeing.remove(job)
+            try:
+                job.scene = self._scene_of(job.say, job.seeing.result)
+            except P.ProtocolError as e:
+                self.fail(job, e.code, e.message)
+                continue
+            except Exception as e:  # noqa: BLE001 - this request is answered, the loop goes on
+                log.exception("internal error reading the screenshot of %s", job.say.id)
+                self.fail(job, P.ErrorCode.INTERNAL, f"internal error: {type(e).__name__}")
+                continue
+            job.vision_ms = (time.monotonic() - job.received) * 1000
+            job.seeing = None
+            self.queue.append(job)
 
     # --- scheduling ------------------------------------------------------------------
     def expire(self) -> None:
         now = time.monotonic()
-        for job in [j for j in list(self.queue) + self.active if j.deadline is not None and now > j.deadline]:
+        for job in [j for j in self.seeing + list(self.queue) + self.active if j.deadline is not None and now > j.deadline]:
             self.fail(job, P.ErrorCode.TIMEOUT, f"deadline of {job.say.deadline_ms} ms passed")
 
     def admit(self) -> None:
@@ -497,6 +546,8 @@ class Daemon:
             self.active.remove(job)
         if job in self.queue:
             self.queue.remove(job)
+        if job in self.seeing:
+            self.seeing.remove(job)
         self.inflight.pop((job.identity, job.say.id), None)
 
 

@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import os
 import re
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -143,24 +144,39 @@ class Engine:
         self.persona_cache = PrefixCache(persona_cache_bytes)
         self.history_cache = PrefixCache(history_cache_bytes)  # KV of history chunks, after their persona
         self._scene_reader = None
+        self._text_reader = None  # OCR, created on the first screenshot that asks for it
+        self._see_lock = threading.Lock()
         self._guards: dict[str, list[str]] = {}
         self._sheet_ids: dict[str, list[int]] = {}
         self._pool = KVPool()  # the caches of the slots that `step` is running
         self._pooled: dict[int, Slot] = {}  # those slots, by serial
 
     def see(self, image: bytes, fmt: str = "auto", width: int | None = None, height: int | None = None,
-            engine_tags: Mapping[str, Any] | None = None) -> dict[str, Any]:
+            engine_tags: Mapping[str, Any] | None = None, read_text: bool = False) -> dict[str, Any]:
         """Screenshot -> scene facts, merged with the game's own tags (the game wins).
-        Raises vision.ImageError for bad images; without a vision model, only the tags count."""
+        With `read_text`, short on-screen text (signs, banners) joins them as the `text` tag (OCR,
+        ~300 ms; raises screen_text.TextReaderUnavailable without the ocr extra).
+        Raises vision.ImageError for bad images; without a vision model, only the tags count.
+        Safe to call from a second thread while the first decodes."""
         from npc_brain.scene import merge_scene
         from npc_brain.vision import SceneReader, decode_screenshot
 
         pixels = decode_screenshot(image, fmt, width, height)
-        if self.bundle.vision_dir is None:
-            return merge_scene(None, engine_tags)
-        if self._scene_reader is None:
-            self._scene_reader = SceneReader(self.bundle.vision_dir, threads=1)
-        return merge_scene(self._scene_reader.read(pixels), engine_tags)
+        seen: dict[str, Any] = {}
+        with self._see_lock:  # the readers are created once, whichever thread asks first
+            if self.bundle.vision_dir is not None and self._scene_reader is None:
+                self._scene_reader = SceneReader(self.bundle.vision_dir, threads=1)
+            if read_text and self._text_reader is None:
+                from npc_brain.screen_text import TextReader
+
+                self._text_reader = TextReader(threads=1)
+        if self._scene_reader is not None:
+            seen = self._scene_reader.read(pixels)
+        if read_text:
+            texts = self._text_reader.read(pixels)
+            if texts:
+                seen["text"] = texts
+        return merge_scene(seen, engine_tags)
 
     @classmethod
     def load(cls, path: Path | str, **kw) -> "Engine":

@@ -259,6 +259,7 @@ class Screenshot:
     data: bytes
     width: int  # for png/jpeg read from the image header
     height: int
+    read_text: bool = False  # also read short on-screen text (OCR) into the scene's `text` tag
 
 
 @dataclass(frozen=True)
@@ -521,7 +522,7 @@ def _screenshot(f: _Fields) -> Screenshot | None:
                 ErrorCode.BAD_IMAGE,
                 f"{fmt} screenshot of {width}x{height} needs {width * height * channels} bytes, "
                 f"got {len(data)}", f.rid)
-    return Screenshot(fmt, data, width, height)
+    return Screenshot(fmt, data, width, height, bool(s.get("read_text", bool, False)))
 
 
 def _scene(f: _Fields) -> dict[str, str | list[str]] | None:

@@ -13,7 +13,9 @@ Tags (see ``SCENE_VOCAB``):
 * ``player``    single: the player's state read from the HUD health bar
                 (``healthy``, ``hurt``, ``badly_hurt``).
 
-A game may send its own tags and values; they are kept (sanitised) and rendered generically.
+A game may send its own tags and values; they are kept (sanitised) and rendered generically. One such
+tag has a meaning here: ``text``, short words on screen (a sign, the map's name); a game sends it, or the
+daemon reads it from the screenshot when asked (``screen_text``), and the NPC reads it like the player does.
 """
 
 from __future__ import annotations

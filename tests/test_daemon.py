@@ -260,6 +260,31 @@ def test_bad_screenshots_and_types(daemon, sheets):
     assert _send_raw(daemon, [b"a", b"b", b"c"])["code"] == "BAD_REQUEST"
 
 
+def test_read_text_is_read_off_the_loop(daemon, sheets):
+    """`screenshot.read_text` (OCR): the map's title reaches the scene; while a screenshot is being read
+    another client is served; a cancel meanwhile ends it with CANCELLED and nothing after; a truncated
+    image found out in the helper thread is still BAD_IMAGE."""
+    brom = sheets["brom_blacksmith"]
+    shot = (ROOT / "tests" / "fixtures" / "text" / "flare_s1_abandoned_mines_0.jpg").read_bytes()
+    with Client(daemon, retries=0) as c:
+        rep = c.say("brom", "Where are we?", character=brom, screenshot=shot, read_text=True, seed=2, options=SHORT)
+        assert rep["scene"]["text"] == ["Abandoned Mines"] and rep["timings"]["vision_ms"] > 0
+        c.send(say_msg("brom", "Where are we?", request_id="read-cancel", character=brom, screenshot=shot,
+                       read_text=True, options=SHORT))
+        c.send({"v": 1, "type": "cancel", "id": "c2", "target": "read-cancel"})
+        with Client(daemon) as other:
+            assert other.say("mara", "Hello.", character=sheets["mara_tavernkeeper"], seed=1, options=SHORT)["text"]
+        got = []
+        while (r := c.recv(3.0)) is not None:
+            got.append(r)
+        mine = [r for r in got if r.get("id") == "read-cancel"]
+        assert [(r["type"], r.get("code")) for r in mine] == [("error", "CANCELLED")]
+        with pytest.raises(ClientError) as e:
+            c.say("brom", "Where are we?", character=brom, screenshot=shot[: len(shot) // 3], read_text=True)
+        assert e.value.code == "BAD_IMAGE"
+        assert c.status()["read_text"] is True
+
+
 def test_fuzzed_frames_never_break_the_daemon(daemon, sheets):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st

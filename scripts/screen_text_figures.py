@@ -1,0 +1,82 @@
+"""What `read_text` (OCR of on-screen text) reads on real captured screenshots, and what it costs.
+
+Flare draws the map's title over its minimap on every frame, so each Flare frame has a known piece of
+text: the `title=` line of its map file (the game's own data). Minetest and Wesnoth frames carry interface
+text only (plus whatever the maps label); everything kept there is printed so it can be judged by eye.
+
+    python scripts/screen_text_figures.py [--games flare minetest wesnoth] [--per-game 0 (all)]
+
+Needs captured frames (`python scripts/capture_screens.py GAME`) and the ocr extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from npc_brain.eval_vision import load_real  # noqa: E402
+from npc_brain.screen_text import TextReader  # noqa: E402
+
+FLARE_MODS = Path("/usr/share/games/flare/mods")
+
+
+def flare_title(map_file: str) -> str | None:
+    """The `title=` of a Flare map, from the installed game data."""
+    for path in sorted(glob.glob(str(FLARE_MODS / "*" / "maps" / map_file))):
+        for line in Path(path).read_text(errors="replace").splitlines():
+            if line.startswith("title="):
+                return line.split("=", 1)[1].strip()
+    return None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--games", nargs="+", default=["flare", "minetest", "wesnoth"])
+    ap.add_argument("--per-game", type=int, default=0, help="every k-th frame so that about N are read (0: all)")
+    a = ap.parse_args()
+    reader = TextReader(threads=1)
+    ms: list[float] = []
+    for game in a.games:
+        images, labels, paths = load_real(game)
+        step = max(1, len(images) // a.per_game) if a.per_game else 1
+        kept_counts: collections.Counter[str] = collections.Counter()
+        hits = known = frames_with_text = 0
+        for img, path in list(zip(images, paths))[::step]:
+            t0 = time.perf_counter()
+            got = reader.read(img)
+            ms.append((time.perf_counter() - t0) * 1000)
+            frames_with_text += bool(got)
+            truth = flare_title(_flare_map(path)) if game == "flare" else None
+            if truth:
+                known += 1
+                hits += truth.lower() in [t.lower() for t in got]
+                got = [t for t in got if t.lower() != truth.lower()]
+            kept_counts.update(got)
+        n = len(images[::step])
+        line = f"{game}: {n} frames, {frames_with_text} with text kept"
+        if known:
+            line += f"; map title read on {hits} of {known}"
+        print(line)
+        print(f"  other text kept ({sum(kept_counts.values())}): {kept_counts.most_common(15)}")
+    ms.sort()
+    print(f"OCR per screenshot (1 ONNX thread, {len(ms)} frames): median {statistics.median(ms):.0f} ms, "
+          f"p10 {ms[len(ms) // 10]:.0f}, p90 {ms[(9 * len(ms)) // 10]:.0f}")
+    return 0
+
+
+def _flare_map(path: str) -> str:
+    """flare_s1_abandoned_mines_0.png -> abandoned_mines.txt (the capture's file naming)."""
+    stem = Path(path).stem.split("_", 2)[2]
+    return stem.rsplit("_", 1)[0] + ".txt"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
