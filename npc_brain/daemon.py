@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import os
 import signal
 import sys
+import threading
 import time
 from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -405,7 +407,7 @@ class Daemon:
                                       "read_text): install its ocr extra, pip install 'npc-brain[ocr]', or leave "
                                       "read_text out", req.id)
             if self._see_pool is None:
-                self._see_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="see")
+                self._see_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="see", initializer=_lower_priority)
             seeing = self._see_pool.submit(self._see, req)
         elif req.screenshot is not None:
             t = time.perf_counter()
@@ -549,6 +551,15 @@ class Daemon:
         if job in self.seeing:
             self.seeing.remove(job)
         self.inflight.pop((job.identity, job.say.id), None)
+
+
+def _lower_priority() -> None:
+    """The OCR helper thread yields the cores to decoding: a line being spoken should not wait on a sign
+    being read (Linux nices threads one by one; elsewhere this does nothing)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -76,9 +76,16 @@ stats
 character
 journal
 chat
+controls
+keyboard
+mouse
+audio
+video
+save exit
 """.strip().splitlines())  # one word or phrase a line
 
 _WORD = re.compile(r"[^\W\d_]+")
+_UI_LETTERS = frozenset("".join(_WORD.findall(w)) for w in UI_WORDS)
 _LATIN_MAX = 0x24F  # Basic Latin .. Latin Extended-B: the voice is an English model
 
 
@@ -91,8 +98,14 @@ def available() -> bool:
     return importlib.util.find_spec("rapidocr_onnxruntime") is not None
 
 
+_JOINED = re.compile(r"(?<=[a-z]{2})(?=[A-Z][a-z]{2})")  # "BlackOakFarm": small lettering loses its spaces
+_AFTER_MARK = re.compile(r"(?<=[a-z][.:,;])(?=[A-Z])")  # "St.Maria:Catacombs"
+
+
 def _normalise(text: str) -> str:
+    """Spaces the recogniser dropped put back where the case or a mark says so, then cut to MAX_CHARS."""
     text = " ".join(str(text).split())
+    text = _AFTER_MARK.sub(" ", _JOINED.sub(" ", text))
     if len(text) > MAX_CHARS:  # cut at a word boundary
         text = text[:MAX_CHARS].rsplit(" ", 1)[0]
     return text.strip(" ,;:-")
@@ -113,7 +126,7 @@ def keep_text(text: str, score: float) -> bool:
         return False  # a misread glyph from the recogniser's other scripts, or text the voice cannot read
     if len(text.split()) > MAX_WORDS:
         return False
-    return " ".join(_WORD.findall(text.lower())) not in UI_WORDS
+    return "".join(_WORD.findall(text.lower())) not in _UI_LETTERS  # "Gamesaved." is "Game saved."
 
 
 class TextReader:

@@ -26,7 +26,7 @@ def test_keeps_what_an_npc_could_remark_on(text):
 @pytest.mark.parametrize("text,score", [
     ("Abandoned Mines", 0.5),  # unsure lettering
     ("0/200", 0.99), ("04:34", 0.98), ("0(0)+2", 0.9), ("x3", 0.99),  # counters
-    ("Menu", 0.99), ("End Turn", 0.96), ("Game saved.", 0.96), ("HP", 1.0), ("def", 0.99),  # interface
+    ("Menu", 0.99), ("End Turn", 0.96), ("Game saved.", 0.96), ("Gamesaved.", 0.9), ("Save&Exit", 0.9), ("HP", 1.0), ("def", 0.99),  # interface
     ("#Server: version: 5.6.1 | game: Minetest Game | uptime: 1s", 0.94),  # server log
     ("***npcb joined the game.", 0.92), ("[12:01] Ann: hi", 0.9),  # chat
     ("命0/200一0(0)+2", 0.79), ("宿屋の看板です", 0.99),  # another script
@@ -45,6 +45,11 @@ def test_pick_texts_tallest_first_no_repeats_at_most_three():
              [_box(90, 20), "the rusty anchor", 0.95], [_box(120, 25), "Fish Market", 0.9],
              [_box(150, 12), "Harbour Road", 0.9], [_box(170, 30), "Menu", 0.99]]
     assert pick_texts(found) == ["The Rusty Anchor", "Fish Market", "Harbour Road"]
+
+
+def test_spaces_the_recogniser_dropped_come_back():
+    found = [[_box(0, 20), "BlackOakFarm", 0.9], [_box(30, 18), "St.Maria:Catacombs", 0.9], [_box(60, 16), "McDonald", 0.9]]
+    assert pick_texts(found) == ["Black Oak Farm", "St. Maria: Catacombs", "McDonald"]
 
 
 def test_long_text_is_cut_at_a_word():
