@@ -4,7 +4,10 @@ Flare draws the map's title over its minimap on every frame, so each Flare frame
 text: the `title=` line of its map file (the game's own data). Minetest and Wesnoth frames carry interface
 text only (plus whatever the maps label); everything kept there is printed so it can be judged by eye.
 
-    python scripts/screen_text_figures.py [--games flare minetest wesnoth] [--per-game 0 (all)]
+    python scripts/screen_text_figures.py [--games flare minetest wesnoth] [--per-game 0 (all)] [--lines 20]
+
+`--lines N`: on N Flare frames of different maps, the NPC (the sample sheets in turn, greedy) is asked
+"Where are we?" with and without `read_text`; a line names the place if it has a word of the title.
 
 Needs captured frames (`python scripts/capture_screens.py GAME`) and the ocr extra.
 """
@@ -39,9 +42,13 @@ def flare_title(map_file: str) -> str | None:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--games", nargs="+", default=["flare", "minetest", "wesnoth"])
+    ap.add_argument("--games", nargs="*", default=["flare", "minetest", "wesnoth"])
     ap.add_argument("--per-game", type=int, default=0, help="every k-th frame so that about N are read (0: all)")
+    ap.add_argument("--lines", type=int, default=0, help="also ask the NPC where it is on this many Flare frames")
+    ap.add_argument("--bundle", type=Path, default=ROOT / "build" / "bundle")
     a = ap.parse_args()
+    if a.lines:
+        lines_name_the_place(a.bundle, a.lines)
     reader = TextReader(threads=1)
     ms: list[float] = []
     for game in a.games:
@@ -67,10 +74,54 @@ def main() -> int:
             line += f"; map title read exactly on {hits} of {known}, its letters on {loose}"
         print(line)
         print(f"  other text kept ({sum(kept_counts.values())}): {kept_counts.most_common(15)}")
+    if not ms:
+        return 0
     ms.sort()
     print(f"OCR per screenshot (1 ONNX thread, {len(ms)} frames): median {statistics.median(ms):.0f} ms, "
           f"p10 {ms[len(ms) // 10]:.0f}, p90 {ms[(9 * len(ms)) // 10]:.0f}")
     return 0
+
+
+def lines_name_the_place(bundle: Path, n: int) -> None:
+    import io
+
+    from PIL import Image
+
+    from npc_brain.character import load_character
+    from npc_brain.config import GenerationOptions
+    from npc_brain.engine import Engine, LineRequest
+
+    engine = Engine.load(bundle, threads=2)
+    sheets = [load_character(p) for p in sorted((ROOT / "samples" / "characters").glob("*.yaml"))]
+    images, _, paths = load_real("flare")
+    seen_maps: set[str] = set()
+    named = {True: 0, False: 0}
+    shown = []
+    for img, path in zip(images, paths):
+        title = flare_title(_flare_map(path))
+        if not title or title in seen_maps:
+            continue
+        seen_maps.add(title)
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="PNG")
+        sheet = sheets[len(seen_maps) % len(sheets)]
+        words = {w for w in _letters_words(title) if len(w) >= 4}
+        for read in (True, False):
+            scene = engine.see(buf.getvalue(), read_text=read)
+            rep = engine.generate(LineRequest(sheet, "Where are we?", scene, (), 1, GenerationOptions(temperature=0.0)))
+            hit = bool(words & set(_letters_words(rep.line)))
+            named[read] += hit
+            if read and len(shown) < 6:
+                shown.append(f"  {title!r}: read {scene.get('text')} -> {sheet.name}: {rep.line!r} ({'names it' if hit else 'no'})")
+        if len(seen_maps) >= n:
+            break
+    print(f"'Where are we?' on {len(seen_maps)} Flare maps: the line names the place {named[True]} times with "
+          f"read_text, {named[False]} without")
+    print("\n".join(shown))
+
+
+def _letters_words(text: str) -> list[str]:
+    return ["".join(ch for ch in w if ch.isalnum()) for w in text.lower().split()]
 
 
 def _letters(text: str) -> str:
