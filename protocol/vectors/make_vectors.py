@@ -164,6 +164,9 @@ def messages() -> dict[str, dict[str, Any]]:
     m["say_png"] = {"v": 1, "type": "say", "id": "r-3", "npc": "maren", "character_ref": "maren",
                     "utterance": "What do you see?",
                     "screenshot": {"format": "png", "data": tiny_png()}, "seed": 42}
+    m["say_read_text"] = {"v": 1, "type": "say", "id": "r-4", "npc": "maren", "character_ref": "maren",
+                          "utterance": "What does that sign say?",
+                          "screenshot": {"format": "png", "data": tiny_png(), "read_text": True}}
     m["register"] = {"v": 1, "type": "register", "id": "reg-1", "character": SHEET}
     m["cancel"] = {"v": 1, "type": "cancel", "id": "c-1", "target": "r-2"}
     m["reset_session"] = {"v": 1, "type": "reset_session", "id": "s-1", "npc": "maren",
@@ -301,6 +304,8 @@ def bad_frames() -> dict[str, tuple[bytes, str, str | None]]:
                                                        "width": 4, "height": 3})), "BAD_IMAGE", "b-1"),
         "say_rgb_too_wide": (pack(say(screenshot={"format": "rgb", "data": bytes(3),
                                                    "width": 4097, "height": 1})), "TOO_LARGE", "b-1"),
+        "say_read_text_int": (pack(say(screenshot={"format": "png", "data": tiny_png(), "read_text": 1})),
+                              "BAD_REQUEST", "b-1"),
         "say_png_bad_magic": (pack(say(screenshot={"format": "png", "data": b"GIF89a" + bytes(30)})),
                               "BAD_IMAGE", "b-1"),
         "say_png_huge_header": (pack(say(screenshot={"format": "png", "data": png_header(5000, 5000)})),

@@ -333,6 +333,7 @@ namespace NpcBrain
         public byte[] Data;
         public int Width;      // required for rgb/rgba; 0 = leave out
         public int Height;
+        public bool ReadText;  // also read signs and banners on it (OCR, ~300 ms; SPEC 5.3)
 
         /// <summary>Raw pixels, e.g. from Texture2D.GetRawTextureData() of an RGB24 texture.
         /// Unity's rows go bottom to top: flip them first (the protocol wants top to bottom).</summary>
@@ -446,6 +447,7 @@ namespace NpcBrain
                 var s = new MsgMap { { "format", r.Screenshot.Format }, { "data", r.Screenshot.Data } };
                 if (r.Screenshot.Width > 0) s["width"] = r.Screenshot.Width;
                 if (r.Screenshot.Height > 0) s["height"] = r.Screenshot.Height;
+                if (r.Screenshot.ReadText) s["read_text"] = true;
                 m["screenshot"] = s;
             }
             if (r.Scene != null) m["scene"] = r.Scene;

@@ -52,6 +52,13 @@ public static class VectorTest
         };
         byte[] built = MsgPack.Encode(NpcBrainClient.BuildSay((string)full["id"], say));
         Check("BuildSay == say_full", built.SequenceEqual(File.ReadAllBytes(Path.Combine(dir, "say_full.msgpack"))), "");
+        var signJson = (MsgMap)new Json(File.ReadAllText(Path.Combine(dir, "say_read_text.json"), Encoding.UTF8)).Parse();
+        var signShot = Screenshot.Png((byte[])((MsgMap)signJson["screenshot"])["data"]);
+        signShot.ReadText = true;
+        var sign = new SayRequest { Npc = (string)signJson["npc"], CharacterRef = (string)signJson["character_ref"],
+                                    Utterance = (string)signJson["utterance"], Screenshot = signShot };
+        Check("BuildSay == say_read_text", MsgPack.Encode(NpcBrainClient.BuildSay((string)signJson["id"], sign))
+              .SequenceEqual(File.ReadAllBytes(Path.Combine(dir, "say_read_text.msgpack"))), "");
 
         // Reply parsing.
         var line = NpcBrainClient.ParseLine((MsgMap)MsgPack.Decode(File.ReadAllBytes(Path.Combine(dir, "line_cached.msgpack"))));
