@@ -33,7 +33,7 @@ from npc_brain.character import Character, character_from_mapping
 from npc_brain.lines import word_count
 from npc_brain.prompt import PromptBuilder
 from npc_brain.scene import scene_to_text
-from npc_brain.train.voice import Voice, voice_line, voice_of
+from npc_brain.train.voice import voice_line, voice_of
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "behaviour"
 FORBIDDEN = re.compile(r"\b(ai|a\.i\.|language model|assistant|prompt|instructions?|as an|chatbot|program(med)?|"
@@ -275,24 +275,23 @@ _SCENE_MINE = ["Not what {place} needs.", "I didn't become {role} for this.", "N
                "Stay close to {first}.", "{place_cap} has had days like this before."]
 
 
-def _scene_mine(v: Voice, rng: random.Random) -> str:
-    role_noun = re.sub(r"^(a|an|the)\s+", "", v.role, flags=re.I)
-    return rng.choice(_SCENE_MINE).format(place=v.place, role=v.role, first=v.first, role_noun=role_noun,
-                                          First_cap=v.first[:1].upper() + v.first[1:],
-                                          place_cap=v.place[:1].upper() + v.place[1:])
-
-
 def scene_example(s: Sheet, q: str, scene: dict[str, Any], rng: random.Random) -> Example:
     vals = [v for v in scene_values(scene) if v in _SCENE_LINES]
-    line = rng.choice(_SCENE_LINES[vals[0]])
+    first = rng.choice(_SCENE_LINES[vals[0]])
+    line = first
     if len(vals) > 1 and rng.random() < 0.4:
         line += " " + rng.choice(_SCENE_LINES[vals[1]])
     v = voice_of(s.character)
-    mine = _scene_mine(v, rng) if rng.random() < 0.6 else ""
-    if mine and word_count(line) + word_count(mine) <= 28:
-        line = voice_line(v, line + " " + mine, rng, p_lead=0.35, p_tail=0.0)
-    else:
-        line = voice_line(v, line, rng, p_lead=0.35, p_tail=0.7)
+    if rng.random() < 0.6:
+        role_noun = re.sub(r"^(a|an|the)\s+", "", v.role, flags=re.I)
+        mine = rng.choice(_SCENE_MINE).format(place=v.place, role=v.role, first=v.first, role_noun=role_noun,
+                                              First_cap=v.first[:1].upper() + v.first[1:],
+                                              place_cap=v.place[:1].upper() + v.place[1:])
+        if word_count(line) + word_count(mine) <= 28:
+            line = line + " " + mine
+            return Example(q, voice_line(v, line, rng, p_lead=0.35, p_tail=0.0),
+                           pick_emotion(s.character, *_SCENE_MOOD.get(vals[0], ("neutral",))), dict(scene), "scene")
+    line = voice_line(v, line, rng, p_lead=0.35, p_tail=0.7)
     return Example(q, line, pick_emotion(s.character, *_SCENE_MOOD.get(vals[0], ("neutral",))), dict(scene), "scene")
 
 
