@@ -266,32 +266,13 @@ def scene_values(scene: dict[str, Any]) -> list[str]:
     return [v for v in vals if v != "day"] + [v for v in vals if v == "day"]
 
 
-# Round 15: what the scene means to this NPC, in its trade's and place's words. A reaction from the shared
-# bank alone is the same for every NPC (round 12's scene lines were top-1 for their own sheet 15-19% of the
-# time, against 62% when the line named the NPC's role; docs/figures_fidelity.md).
-_SCENE_MINE = ["Not what {place} needs.", "I didn't become {role} for this.", "Never seen the like in {place}.",
-               "Bad for {place}, and bad for {first}.", "Every {role_noun} in {place} knows what that means.",
-               "I'm {role}; I know trouble when I see it.", "{First_cap} has seen worse in {place}. Not much worse.",
-               "Stay close to {first}.", "{place_cap} has had days like this before."]
-
-
 def scene_example(s: Sheet, q: str, scene: dict[str, Any], rng: random.Random) -> Example:
     vals = [v for v in scene_values(scene) if v in _SCENE_LINES]
     first = rng.choice(_SCENE_LINES[vals[0]])
     line = first
     if len(vals) > 1 and rng.random() < 0.4:
         line += " " + rng.choice(_SCENE_LINES[vals[1]])
-    v = voice_of(s.character)
-    if rng.random() < 0.6:
-        role_noun = re.sub(r"^(a|an|the)\s+", "", v.role, flags=re.I)
-        mine = rng.choice(_SCENE_MINE).format(place=v.place, role=v.role, first=v.first, role_noun=role_noun,
-                                              First_cap=v.first[:1].upper() + v.first[1:],
-                                              place_cap=v.place[:1].upper() + v.place[1:])
-        if word_count(line) + word_count(mine) <= 28:
-            line = line + " " + mine
-            return Example(q, voice_line(v, line, rng, p_lead=0.35, p_tail=0.0),
-                           pick_emotion(s.character, *_SCENE_MOOD.get(vals[0], ("neutral",))), dict(scene), "scene")
-    line = voice_line(v, line, rng, p_lead=0.35, p_tail=0.7)
+    line = voice_line(voice_of(s.character), line, rng, p_lead=0.35, p_tail=0.7)
     return Example(q, line, pick_emotion(s.character, *_SCENE_MOOD.get(vals[0], ("neutral",))), dict(scene), "scene")
 
 
