@@ -191,6 +191,10 @@ class Daemon:
 
         self.engine.lm.forward(np.array([[self.engine.prompts.im_start]]), self.engine.lm.empty(), decode=True)
         self.ready = True
+        from npc_brain.screen_text import available
+
+        if available():  # load the OCR models now, off the loop, so the first sign read costs no more than the next
+            self._see_pool_started().submit(self.engine.text_reader)
 
     def serve(self) -> int:
         self.open_socket()
@@ -406,15 +410,18 @@ class Daemon:
                 raise P.ProtocolError(P.ErrorCode.BAD_REQUEST, "this daemon cannot read on-screen text (screenshot."
                                       "read_text): install its ocr extra, pip install 'npc-brain[ocr]', or leave "
                                       "read_text out", req.id)
-            if self._see_pool is None:
-                self._see_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="see", initializer=_lower_priority)
-            seeing = self._see_pool.submit(self._see, req)
+            seeing = self._see_pool_started().submit(self._see, req)
         elif req.screenshot is not None:
             t = time.perf_counter()
             scene = self._scene_of(req, lambda: self._see(req))
             vision_ms = (time.perf_counter() - t) * 1000
         deadline = now + req.deadline_ms / 1000 if req.deadline_ms else None
         return Job(ident, req, character, fingerprint, now, deadline, history, scene, vision_ms, seeing)
+
+    def _see_pool_started(self) -> ThreadPoolExecutor:
+        if self._see_pool is None:
+            self._see_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="see", initializer=_lower_priority)
+        return self._see_pool
 
     def _see(self, req: P.Say) -> dict[str, Any]:
         shot = req.screenshot

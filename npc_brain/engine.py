@@ -24,7 +24,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from npc_brain.lines import clean_line
 from npc_brain.lm import KV, KVPool, LanguageModel
 from npc_brain.prompt import PromptBuilder, PromptError, Turn, load_tokenizer
 from npc_brain.sampler import LineSampler, TokenTexts, catchphrase_token_ids, fourth_wall_guard, sheet_token_ids
+
+if TYPE_CHECKING:  # OCR is an optional extra: imported when first used
+    from npc_brain.screen_text import TextReader
 
 
 def acceptable(line: str, utterance: str) -> bool:
@@ -166,17 +169,22 @@ class Engine:
         with self._see_lock:  # the readers are created once, whichever thread asks first
             if self.bundle.vision_dir is not None and self._scene_reader is None:
                 self._scene_reader = SceneReader(self.bundle.vision_dir, threads=1)
-            if read_text and self._text_reader is None:
-                from npc_brain.screen_text import TextReader
-
-                self._text_reader = TextReader(threads=1)
         if self._scene_reader is not None:
             seen = self._scene_reader.read(pixels)
         if read_text:
-            texts = self._text_reader.read(pixels)
+            texts = self.text_reader().read(pixels)
             if texts:
                 seen["text"] = texts
         return merge_scene(seen, engine_tags)
+
+    def text_reader(self) -> TextReader:
+        """The OCR reader, created (models loaded, ~0.3 s) on first use; raises TextReaderUnavailable."""
+        with self._see_lock:
+            if self._text_reader is None:
+                from npc_brain.screen_text import TextReader
+
+                self._text_reader = TextReader(threads=1)
+            return self._text_reader
 
     @classmethod
     def load(cls, path: Path | str, **kw) -> "Engine":
