@@ -1,9 +1,11 @@
 """`npc-brain demo` (`make demo`): build the bundle if missing, start a real daemon on
-loopback, and hold a short conversation with two NPCs of Emberfall over ZeroMQ."""
+loopback, and hold a short conversation with two NPCs of Emberfall over ZeroMQ. The last turn sends a
+screenshot instead of tags (a street with Mara's tavern sign, read by vision and, with the ocr extra, OCR)."""
 
 from __future__ import annotations
 
 import argparse
+import io
 import signal
 import subprocess
 import sys
@@ -21,6 +23,7 @@ SCRIPT = [
     ("mara_tavernkeeper", {"place": "tavern", "time": "night", "weather": "rain", "danger": "fire"},
      "The kitchen is on fire! What do we do?"),
 ]
+SIGN = ("mara_tavernkeeper", "The Singing Kettle", "What's that place over there?")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +57,17 @@ def main(argv: list[str] | None = None) -> int:
                 ttfp = f", first sentence {1000 * (first[0] - t):.0f} ms" if first else ""
                 print(f"  {sheets[npc].name} [{rep['emotion']}]: {rep['text']}")
                 print(f"    ({rep['tokens']} tokens in {1000 * (time.perf_counter() - t):.0f} ms{ttfp})\n")
+            npc, words, utterance = SIGN
+            read_text = bool(c.status().get("read_text"))
+            print(f"  Player -> {sheets[npc].name}  (a screenshot: a street with a sign reading \"{words}\""
+                  f"{', read_text' if read_text else '; no ocr extra here, so vision only'})")
+            print(f"    \"{utterance}\"")
+            t = time.perf_counter()
+            rep = c.say(npc, utterance, character_ref=refs[npc], screenshot=_sign_png(words), read_text=read_text,
+                        seed=a.seed, session="demo-sign")
+            print(f"  {sheets[npc].name} [{rep['emotion']}]: {rep['text']}")
+            print(f"    (scene read: {rep['scene']}; {rep['tokens']} tokens in {1000 * (time.perf_counter() - t):.0f} ms, "
+                  f"{rep['timings']['vision_ms']:.0f} ms of it reading the screenshot)\n")
     finally:
         daemon.send_signal(signal.SIGTERM)
         try:
@@ -61,6 +75,16 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired:
             daemon.kill()
     return 0
+
+
+def _sign_png(words: str) -> bytes:
+    from PIL import Image
+
+    from npc_brain.render_scenes import render_sign
+
+    buf = io.BytesIO()
+    Image.fromarray(render_sign(words, seed=7)).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 if __name__ == "__main__":

@@ -908,6 +908,22 @@ def render_sample(seed: int, size: tuple[int, int] | None = None) -> tuple[np.nd
     return render_labels(sample_labels(rng), seed, size)
 
 
+def render_sign(text: str, seed: int, time: str = "day") -> np.ndarray:
+    """A calm street with a painted signboard reading `text`, lettered in Pillow's own font (no system
+    fonts): a screenshot with words worth reading, for `read_text` tests and the demo."""
+    from PIL import ImageFont
+
+    img, _ = render_labels({"place": "town", "setting": "outdoor", "time": time, "weather": "clear",
+                            "danger": [], "creatures": [], "player": None}, seed, size=(800, 600))
+    im = Image.fromarray(img)
+    d = ImageDraw.Draw(im)
+    font = ImageFont.load_default(size=34)
+    w = d.textlength(text, font=font)
+    d.rectangle([200, 120, 240 + w, 180], fill=(92, 60, 30), outline=(40, 25, 10), width=4)
+    d.text((220, 130), text, fill=(245, 230, 190), font=font)
+    return np.asarray(im)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import json

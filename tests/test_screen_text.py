@@ -7,9 +7,10 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from npc_brain import screen_text
+from npc_brain.render_scenes import render_sign
 from npc_brain.screen_text import keep_text, pick_texts
 from tests.conftest import ROOT, SAMPLES
 
@@ -87,24 +88,9 @@ def test_real_screenshots(reader, row):
         assert [t.lower() for t in got] == [row["text"].lower()]
 
 
-def _sign(text: str, seed: int) -> np.ndarray:
-    """A procedural street with a painted sign, lettered with Pillow's own font (no system fonts)."""
-    from npc_brain.render_scenes import render_labels
-
-    img, _ = render_labels({"place": "town", "setting": "outdoor", "time": "day", "weather": "clear",
-                            "danger": [], "creatures": [], "player": None}, seed, size=(800, 600))
-    im = Image.fromarray(img)
-    d = ImageDraw.Draw(im)
-    font = ImageFont.load_default(size=34)
-    w = d.textlength(text, font=font)
-    d.rectangle([200, 120, 240 + w, 180], fill=(92, 60, 30), outline=(40, 25, 10), width=4)
-    d.text((220, 130), text, fill=(245, 230, 190), font=font)
-    return np.asarray(im)
-
-
 @pytest.mark.parametrize("text,seed", [("The Rusty Anchor", 1), ("Blacksmith", 2), ("Old Mill Road", 3)])
 def test_reads_a_painted_sign(reader, text, seed):
-    assert text.lower() in [t.lower() for t in reader.read(_sign(text, seed))]
+    assert text.lower() in [t.lower() for t in reader.read(render_sign(text, seed))]
 
 
 @pytest.mark.slow
@@ -124,7 +110,7 @@ def test_batch_read_text(bundle_dir, tmp_path):
     engine = Engine.load(bundle_dir, threads=2, deterministic=True)
     shot = tmp_path / "sign.png"
     buf = io.BytesIO()
-    Image.fromarray(_sign("The Rusty Anchor", 1)).save(buf, format="PNG")
+    Image.fromarray(render_sign("The Rusty Anchor", 1)).save(buf, format="PNG")
     shot.write_bytes(buf.getvalue())
     src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     brom = str(SAMPLES / "brom_blacksmith.yaml")
