@@ -48,25 +48,17 @@ def main(argv: list[str] | None = None) -> int:
             sheets = {n: load_character(ROOT / "samples" / "characters" / f"{n}.yaml") for n in {s[0] for s in SCRIPT}}
             refs = {n: c.register(ch.to_dict()) for n, ch in sheets.items()}
             for i, (npc, scene, utterance) in enumerate(SCRIPT):
-                print(f"  Player -> {sheets[npc].name}  ({', '.join(f'{k}={v}' for k, v in scene.items())})")
-                print(f"    \"{utterance}\"")
-                t = time.perf_counter()
-                first: list[float] = []
-                rep = c.say(npc, utterance, character_ref=refs[npc], scene=scene, seed=a.seed + i, session="demo",
-                            on_partial=lambda m: first.append(time.perf_counter()))
-                ttfp = f", first sentence {1000 * (first[0] - t):.0f} ms" if first else ""
-                print(f"  {sheets[npc].name} [{rep['emotion']}]: {rep['text']}")
-                print(f"    ({rep['tokens']} tokens in {1000 * (time.perf_counter() - t):.0f} ms{ttfp})\n")
+                rep, ms, first = _turn(c, sheets[npc].name, ", ".join(f"{k}={v}" for k, v in scene.items()), npc,
+                                       utterance, character_ref=refs[npc], scene=scene, seed=a.seed + i, session="demo")
+                ttfp = f", first sentence {first:.0f} ms" if first is not None else ""
+                print(f"    ({rep['tokens']} tokens in {ms:.0f} ms{ttfp})\n")
             npc, words, utterance = SIGN
             read_text = bool(c.status().get("read_text"))
-            print(f"  Player -> {sheets[npc].name}  (a screenshot: a street with a sign reading \"{words}\""
-                  f"{', read_text' if read_text else '; no ocr extra here, so vision only'})")
-            print(f"    \"{utterance}\"")
-            t = time.perf_counter()
-            rep = c.say(npc, utterance, character_ref=refs[npc], screenshot=_sign_png(words), read_text=read_text,
-                        seed=a.seed, session="demo-sign")
-            print(f"  {sheets[npc].name} [{rep['emotion']}]: {rep['text']}")
-            print(f"    (scene read: {rep['scene']}; {rep['tokens']} tokens in {1000 * (time.perf_counter() - t):.0f} ms, "
+            shown = (f"a screenshot: a street with a sign reading \"{words}\""
+                     f"{', read_text' if read_text else '; no ocr extra here, so vision only'}")
+            rep, ms, _ = _turn(c, sheets[npc].name, shown, npc, utterance, character_ref=refs[npc],
+                               screenshot=_sign_png(words), read_text=read_text, seed=a.seed, session="demo-sign")
+            print(f"    (scene read: {rep['scene']}; {rep['tokens']} tokens in {ms:.0f} ms, "
                   f"{rep['timings']['vision_ms']:.0f} ms of it reading the screenshot)\n")
     finally:
         daemon.send_signal(signal.SIGTERM)
@@ -75,6 +67,18 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired:
             daemon.kill()
     return 0
+
+
+def _turn(c, name: str, shown: str, npc: str, utterance: str, **say) -> tuple[dict, float, float | None]:
+    """One exchange, printed as it happens: the player's words, then the NPC's line (streamed). Returns the
+    reply, its wall time and the time to its first sentence (ms)."""
+    print(f"  Player -> {name}  ({shown})")
+    print(f"    \"{utterance}\"")
+    t = time.perf_counter()
+    first: list[float] = []
+    rep = c.say(npc, utterance, on_partial=lambda m: first.append(time.perf_counter()), **say)
+    print(f"  {name} [{rep['emotion']}]: {rep['text']}")
+    return rep, 1000 * (time.perf_counter() - t), 1000 * (first[0] - t) if first else None
 
 
 def _sign_png(words: str) -> bytes:

@@ -61,13 +61,10 @@ def test_missing_bundle_says_how_to_build(tmp_path):
 
 def test_demo_holds_its_conversation_and_reads_the_sign(bundle_dir):
     """`make demo`'s main job end to end: a real daemon, six turns, the last from a screenshot whose sign OCR reads."""
-    import socket
+    from tests.test_daemon import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     r = subprocess.run([sys.executable, "-m", "npc_brain.demo", "--bundle", str(bundle_dir),
-                        "--bind", f"tcp://127.0.0.1:{port}"], capture_output=True, text=True, timeout=300)
+                        "--bind", f"tcp://127.0.0.1:{free_port()}"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("Player ->") == 6 and "Traceback" not in r.stderr
     assert "'text': ['The Singing Kettle']" in r.stdout
