@@ -36,11 +36,17 @@ class GenerationOptions:
     # knowledge, example lines; sampler.sheet_token_ids): a nudge toward the NPC's world instead of
     # generic talk. 0 = off; a bundle turns it on in its generation defaults.
     sheet_bias: float = 0.0
+    # On a turn where no sheet fact is recalled (a scene question, an attack, small talk), the turn's
+    # note says who the NPC is ("You are Brom, Blacksmith of Emberfall."), right before the player's
+    # words where a small model looks hardest: a voice trained to use that note then speaks from its
+    # trade and place instead of in generic reactions (prompt.identity_text). Off by default: it is
+    # chosen per voice, by measurement (docs/figures_fidelity.md), in the bundle's generation defaults.
+    identity_note: bool = False
 
     _BOUNDS = {
         "temperature": (0.0, 2.0), "top_k": (0, 1000), "top_p": (0.0, 1.0), "min_p": (0.0, 0.99),
         "repetition_penalty": (1.0, 2.0), "max_tokens": (1, 128), "catchphrase_bias": (0.0, 5.0),
-        "sheet_bias": (0.0, 5.0),
+        "sheet_bias": (0.0, 5.0), "identity_note": (0, 1),
     }
 
     def validated(self, overrides: Mapping[str, Any] | None) -> "GenerationOptions":
@@ -53,6 +59,11 @@ class GenerationOptions:
             if key not in known:
                 raise OptionsError(f"unknown generation option {key!r}; known: {', '.join(sorted(known))}")
             lo, hi = self._BOUNDS[key]
+            if isinstance(getattr(self, key), bool):  # a switch: true/false, or 1/0 from a command line
+                if value not in (True, False, 0, 1):
+                    raise OptionsError(f"option {key} must be true or false, got {value!r}")
+                out[key] = bool(value)
+                continue
             is_int = isinstance(getattr(self, key), int)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or (is_int and not float(value).is_integer()):
                 raise OptionsError(f"option {key} must be {'an integer' if is_int else 'a number'}, got {value!r}")

@@ -33,7 +33,7 @@ from npc_brain.character import Character
 from npc_brain.config import LIMITS, GenerationOptions
 from npc_brain.lines import clean_line
 from npc_brain.lm import KV, KVPool, LanguageModel
-from npc_brain.prompt import PromptBuilder, PromptError, Turn, load_tokenizer
+from npc_brain.prompt import PromptBuilder, PromptError, Turn, identity_text, load_tokenizer
 from npc_brain.sampler import LineSampler, TokenTexts, catchphrase_token_ids, fourth_wall_guard, sheet_token_ids
 
 if TYPE_CHECKING:  # OCR is an optional extra: imported when first used
@@ -251,23 +251,23 @@ class Engine:
         t0 = time.perf_counter()
         from npc_brain.scene import scene_to_text
 
+        opts = req.options or self.defaults
+        c = req.character
         chunks = self.prompts.history_chunks(req.history)
-        current = self.prompts.current_ids(req.utterance, scene_to_text(req.scene or {}), req.character.knowledge,
-                                           req.history)
-        kv, persona_ids = self.persona(req.character)
+        current = self.prompts.current_ids(req.utterance, scene_to_text(req.scene or {}), c.knowledge, req.history,
+                                           identity_text(c) if opts.identity_note else "")
+        kv, persona_ids = self.persona(c)
         n_prompt = len(persona_ids) + sum(map(len, chunks)) + len(current)
         if n_prompt > LIMITS.max_prompt_tokens:
             raise PromptError(f"prompt is {n_prompt} tokens; the limit is "
                               f"{LIMITS.max_prompt_tokens}: shorten the sheet or the history")
         t1 = time.perf_counter()
-        opts = req.options or self.defaults
         # The persona goes straight into a row of the running batch's pool, with room for the whole
         # line (and its emotion tag): the turn's prefill writes there and decoding never re-allocates.
         serial = next(_SERIALS)
         kv = self._pool.reserve(serial, kv, n_prompt + opts.max_tokens + 16)
         self._history_onto(kv, f"{self.bundle.bundle_id}:{req.character.sheet_hash()}", chunks)
         seed = req.seed if req.seed is not None else int.from_bytes(os.urandom(4), "little")
-        c = req.character
         sampler = LineSampler(self.texts, opts, seed, c.emotions,
                               catchphrase_token_ids(self.tokenizer, c.catchphrases),
                               list(c.banned_words) + self.guard_words(c),

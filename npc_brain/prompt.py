@@ -10,8 +10,9 @@ The prompt is split in two parts on purpose:
   any run of exchanges depends only on their text: the engine caches it, and the
   next turn of the same conversation prefills only what is new;
 * the **turn** changes every request: the facts from the sheet that the player's words
-  point at (a short system note, see `recall`), the scene facts, the player's words, and
-  the assistant header.
+  point at (a short system note, see `recall`; when none match and the voice asks for it,
+  who the NPC is, see `identity_text`), the scene facts, the player's words, and the
+  assistant header.
 
 Player text is encoded with special-token parsing switched off, so an
 utterance containing ``<|im_end|>`` is just characters, never a control token.
@@ -70,6 +71,11 @@ def persona_text(c: Character) -> str:
     return "\n".join(p for p in parts if p)
 
 
+def identity_text(c: Character) -> str:
+    """Who the NPC is, in one sentence, for the turn's note when no fact is recalled."""
+    return f"You are {c.name}" + (f", {c.role}." if c.role else ".")
+
+
 class PromptBuilder:
     def __init__(self, tokenizer: Tokenizer):
         self.tok = tokenizer
@@ -113,14 +119,15 @@ class PromptBuilder:
                 for e in exchanges[first:]]
 
     def current_ids(self, utterance: str, scene_text: str = "", knowledge: Sequence[str] = (),
-                    history: Sequence[Turn] = ()) -> list[int]:
+                    history: Sequence[Turn] = (), identity: str = "") -> list[int]:
         """The facts the player asks about (a short system note; see `recall`; a follow-up
         question is matched through the player's previous line in `history`), the player's
-        message (scene facts first) and the assistant header."""
+        message (scene facts first) and the assistant header. `identity` (see `identity_text`)
+        fills the note when no fact is recalled; a recalled fact always wins the note."""
         utterance = clean_utterance(utterance)
         said = f"({scene_text})\n{utterance}" if scene_text else utterance
         previous = next((t.text for t in reversed(history) if t.speaker == "player"), "")
-        recalled = recall_for_turn(utterance, knowledge, previous)
+        recalled = recall_for_turn(utterance, knowledge, previous) or ([identity] if identity else [])
         note = self._message("system", RECALL_NOTE + " ".join(recalled)) if recalled else []
         return note + self._message("user", said) + [self.im_start, *self._plain("assistant\n")]
 

@@ -93,3 +93,25 @@ def test_history_state_is_reused_and_lines_do_not_depend_on_the_cache(engine, br
     engine.history_cache = PrefixCache()  # cold: every exchange prefilled again
     cold = engine.generate(LineRequest(brom, "Deal. When can I pick it up?", {"time": "dusk"}, tuple(more), 32))
     assert (warm.line, warm.emotion) == (cold.line, cold.emotion)
+
+
+def test_the_voice_says_who_it_is_when_asked_to(engine, brom):
+    """The identity note reaches the prompt through the generation options, and only on a turn with
+    no recalled fact."""
+    from npc_brain.prompt import identity_text
+
+    note = len(engine.prompts.current_ids("Nice weather.", identity=identity_text(brom))) - len(
+        engine.prompts.current_ids("Nice weather."))
+    assert note > 5
+
+    def prompt_tokens(utterance: str, on: bool) -> int:
+        slot = engine.start(LineRequest(brom, utterance, {}, (), 4,
+                                        engine.defaults.validated({"identity_note": on, "max_tokens": 2})))
+        engine.run([slot])
+        return slot.n_prompt
+
+    assert prompt_tokens("Nice weather.", True) - prompt_tokens("Nice weather.", False) == note
+    asked = next(k for k in brom.knowledge if len(k.split()) > 3)
+    words = [w.strip(".,!?") for w in asked.split() if len(w) > 4]
+    fact_question = f"Tell me about the {words[0]} and {words[-1]}?"
+    assert prompt_tokens(fact_question, True) == prompt_tokens(fact_question, False)
