@@ -20,6 +20,7 @@ utterance containing ``<|im_end|>`` is just characters, never a control token.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -72,8 +73,11 @@ def persona_text(c: Character) -> str:
 
 
 def identity_text(c: Character) -> str:
-    """Who the NPC is, in one sentence, for the turn's note when no fact is recalled."""
-    return f"You are {c.name}" + (f", {c.role}." if c.role else ".")
+    """Who the NPC is, for the turn's note when no fact is recalled: the role's first clause only,
+    since the note is prefilled again on every such turn, and without the name, which made the voice
+    open lines with it ("Brom Ironhand. Be careful..."). Empty for a sheet without a role."""
+    role = re.split(r"[,;]| \(", c.role, maxsplit=1)[0].strip()
+    return f"Who you are: {role}." if role else ""
 
 
 class PromptBuilder:
