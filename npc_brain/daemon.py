@@ -8,6 +8,7 @@ The loop, in the order it runs (the ZeroMQ guide's style: short and explicit)::
     admit one queued `say`    -> prompt + persona-prefix cache + prefill  (a "slot")
     one decode step           -> every running slot advances one token, in one batch
     stream / finish           -> `partial`s at sentence ends, then exactly one `line`
+    idle                      -> prefill the exchange just finished, for that conversation's next turn
 
 New requests join between decode steps, so a long line never blocks a short
 one for more than one prefill. Every `say` gets exactly one terminal reply.
@@ -59,6 +60,9 @@ class DaemonConfig:
     queue_capacity: int = 32  # waiting `say`s before OVERLOADED
     drain_timeout_s: float = 10.0
     deterministic: bool = False
+    # While nothing else runs, prefill the exchange a line just finished, so the conversation's next
+    # turn (seconds later, in a game) prefills only the player's new words (docs/figures.md).
+    prefill_ahead: bool = True
     state_dir: Path | None = None
     curve_secret: Path | None = None  # server secret key file (npc-brain keys)
     curve_clients: Path | None = None  # folder of allowed client public keys
@@ -110,6 +114,8 @@ class Daemon:
         self.seeing: list[Job] = []
         self._see_pool: ThreadPoolExecutor | None = None
         self.active: list[Job] = []
+        # conversations whose next turn's history is not prefilled yet: (npc, session) -> (sheet, history)
+        self.ahead: OrderedDict[tuple[str, str], tuple[Character, list[Turn]]] = OrderedDict()
         self.inflight: dict[tuple[bytes, str], Job] = {}
         self.replies: OrderedDict[tuple[bytes, str], tuple[str, float, bytes]] = OrderedDict()
         self.started = time.monotonic()
@@ -210,13 +216,15 @@ class Daemon:
                 log.info("draining: %d running, %d queued", len(self.active), len(self.queue))
             self.heartbeat()
             busy = bool(self.active or self.queue) and time.monotonic() >= self.paused_until
-            if self.sock.poll(0 if busy else 5 if self.seeing else 50):
+            if self.sock.poll(0 if busy or self.ahead else 5 if self.seeing else 50):
                 self.read_all()
             self.collect_seen()
             self.expire()
             if time.monotonic() >= self.paused_until:
                 self.run_guarded(self.admit)
                 self.run_guarded(self.decode_step)
+            if self.ahead and not (self.active or self.queue or self.seeing or self.draining):
+                self.prefill_ahead()
             if self.draining and not self.active and not self.queue and not self.seeing:
                 break
             if drain_deadline is not None and time.monotonic() > drain_deadline:
@@ -339,6 +347,7 @@ class Daemon:
 
     def on_resetsession(self, ident: bytes, req: P.ResetSession, payload: bytes) -> None:
         self.sessions.reset(req.npc, req.session)
+        self.ahead.pop((req.npc, req.session), None)
         self.send(ident, P.ok_msg(req.id))
 
     def on_exportsession(self, ident: bytes, req: P.ExportSession, payload: bytes) -> None:
@@ -539,12 +548,28 @@ class Daemon:
                                rep.seed, job.say.options.as_dict(), text, rep.emotion, rep.tokens,
                                self.engine.bundle.bundle_id)
         self.sessions.append(job.say.npc, job.say.session, job.say.utterance, text)
+        if self.cfg.prefill_ahead:  # the history the next turn will show: the client's, or ours, plus this exchange
+            said = [Turn("player", job.say.utterance), Turn("npc", text)]
+            nxt = job.history + said if job.say.history else self.sessions.history(job.say.npc, job.say.session)
+            self.ahead[(job.say.npc, job.say.session)] = (job.character, nxt)
+            self.ahead.move_to_end((job.say.npc, job.say.session))
+            while len(self.ahead) > 64:
+                self.ahead.popitem(last=False)
         self._forget(job)
         key = (job.identity, job.say.id)
         self.replies[key] = (job.fingerprint, time.monotonic(), frame)
         cutoff = time.monotonic() - P.IDEMPOTENCY_WINDOW_S
         while self.replies and (next(iter(self.replies.values()))[1] < cutoff or len(self.replies) > 50_000):
             self.replies.popitem(last=False)
+
+    def prefill_ahead(self) -> None:
+        """One conversation's next-turn history, prefilled and cached while the daemon is idle
+        (`Engine.prefill_history`). Only a cache: a failure costs nothing but the time."""
+        _, (character, history) = self.ahead.popitem(last=False)
+        try:
+            self.engine.prefill_history(character, history)
+        except Exception:  # noqa: BLE001 - never worth a request, let alone the daemon
+            log.exception("prefilling a conversation's history ahead failed")
 
     def fail(self, job: Job, code: P.ErrorCode, message: str) -> None:
         self.send(job.identity, P.error_msg(code, message, job.say.id))
@@ -580,6 +605,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-timeout", type=float, default=DaemonConfig.drain_timeout_s)
     p.add_argument("--deterministic", action="store_true",
                    help="decode each NPC alone: same seed => same line regardless of load (slower under load)")
+    p.add_argument("--no-prefill-ahead", action="store_false", dest="prefill_ahead",
+                   help="do not prefill a conversation's last exchange while idle (to measure what it saves)")
     p.add_argument("--state-dir", type=Path, help="keep conversations on disk (survive restarts)")
     p.add_argument("--record", type=Path, help="append every line said to this JSONL file, for `npc-brain replay`")
     p.add_argument("--record-max-mb", type=float, default=256.0,
@@ -606,6 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = DaemonConfig(bind=a.bind, max_active=a.max_active, queue_capacity=a.queue_capacity,
                        prefill_budget_ms=a.prefill_budget_ms, record=a.record, record_max_mb=a.record_max_mb,
                        drain_timeout_s=a.drain_timeout, deterministic=a.deterministic, state_dir=a.state_dir,
+                       prefill_ahead=a.prefill_ahead,
                        curve_secret=a.curve_secret, curve_clients=a.curve_clients, debug_hooks=a.debug_hooks,
                        worker_connect=a.connect if a.worker else None,
                        curve_client_secret=a.curve_client_secret, curve_server_public=a.curve_server_public)

@@ -247,6 +247,19 @@ class Engine:
         if done < len(chunks):
             self.history_cache.put(keys[-1], row.span(start, int(row.lengths[0])), [])
 
+    def prefill_history(self, c: Character, history: Sequence[Turn]) -> None:
+        """Compute and cache the KV state of the exchanges the next turn of this conversation will
+        show, so that turn prefills only its own words. The daemon calls it while idle, after a line:
+        a game's player reads the line and answers seconds later, and the exchange just finished would
+        otherwise be prefilled then, in the answer's time. The same computation either way (each
+        chunk on its own, on the same prefix), so lines do not change."""
+        chunks = self.prompts.history_chunks(history)
+        if not chunks:
+            return
+        kv, _ = self.persona(c)
+        row = kv.copy(kv.length + sum(map(len, chunks)) + 1)
+        self._history_onto(row, f"{self.bundle.bundle_id}:{c.sheet_hash()}", chunks)
+
     def start(self, req: LineRequest) -> Slot:
         t0 = time.perf_counter()
         from npc_brain.scene import scene_to_text

@@ -3,7 +3,9 @@
 Starts its own daemon on loopback (or uses `--connect`), then for each concurrency
 level runs that many conversations in parallel, each saying `--turns` lines with
 streaming on, and records time to first partial, time to the final line, and
-tokens. Also measures the persona cache: the first line of a never-seen sheet
+tokens. With `--think-ms` each conversation pauses that long after a line before its next
+turn, as a player reading it does (the daemon then has idle time; lines/s fall with it).
+Also measures the persona cache: the first line of a never-seen sheet
 (miss) against later lines of the same sheet (hit). Writes a section of
 docs/figures.md.
 """
@@ -37,7 +39,7 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def run_level(addr: str, sheets: list[dict], conversations: int, turns: int, max_tokens: int,
-              curve: tuple[bytes, bytes, bytes] | None = None) -> dict:
+              curve: tuple[bytes, bytes, bytes] | None = None, think_s: float = 0.0) -> dict:
     from npc_brain.client import Client
 
     ttfp, total, tokens, prefill, queued = [], [], [], [], []
@@ -56,6 +58,8 @@ def run_level(addr: str, sheets: list[dict], conversations: int, turns: int, max
                       options={"max_tokens": 4})  # persona now cached: we measure the hit path
                 ready.wait()
                 for t in range(turns):
+                    if t and think_s:
+                        time.sleep(think_s)
                     first: list[float] = []
                     t0 = time.perf_counter()
                     rep = c.say(sheet.get("id", "npc"), UTTERANCES[(i + t) % len(UTTERANCES)], character_ref=ref,
@@ -134,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--levels", default="1,4,8,16")
     p.add_argument("--turns", type=int, default=3)
     p.add_argument("--max-tokens", type=int, default=30)
+    p.add_argument("--think-ms", type=float, default=0.0,
+                   help="pause after each line before the conversation's next turn (a player reading it)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "figures.md")
     add_client_curve_args(p)
     a = p.parse_args(argv)
@@ -154,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             c.wait_ready(300)
         rows = []
         for n in [int(x) for x in a.levels.split(",")]:
-            r = run_level(addr, sheets, n, a.turns, a.max_tokens, curve)
+            r = run_level(addr, sheets, n, a.turns, a.max_tokens, curve, a.think_ms / 1000)
             rows.append(r)
             print(f"{n:>3} conversations: first partial p50 {r['ttfp_p50'] * 1000:.0f} ms p95 {r['ttfp_p95'] * 1000:.0f} ms; "
                   f"line p50 {r['line_p50'] * 1000:.0f} ms p95 {r['line_p95'] * 1000:.0f} ms; "
@@ -170,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             proc.wait(timeout=60)
     base = rows[0]["tokens_per_s"] if rows else float("nan")
     body = (f"Machine: {platform.machine()}, 2 cores; {date.today()}; command: `npc-brain loadtest --levels {a.levels} "
-            f"--turns {a.turns} --max-tokens {a.max_tokens}`; real daemon on loopback, streaming on, persona cached.\n\n"
+            f"--turns {a.turns} --max-tokens {a.max_tokens}" + (f" --think-ms {a.think_ms:g}" if a.think_ms else "")
+            + "`; real daemon on loopback, streaming on, persona cached.\n\n"
             "| conversations | first partial p50 / p95 ms | final line p50 / p95 ms | lines/s | tokens/s | vs 1 conversation "
             "| prefill p50 ms | prefill share of wall | errors |\n"
             "|---|---|---|---|---|---|---|---|---|\n")
@@ -181,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"{r['prefill_share']:.0%} | {len(r['errors'])} |\n")
     body += (f"\nPersona prefix cache (prefill ms of a line, p50 of {pc['n']}): miss {pc['miss_p50']:.0f}, "
              f"hit {pc['hit_p50']:.0f}.\n")
-    write_section(a.out, "loadtest", body)
+    write_section(a.out, "loadtest_think" if a.think_ms else "loadtest", body)
     return 0
 
 

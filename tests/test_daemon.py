@@ -130,6 +130,23 @@ def test_session_memory_export_import_reset(daemon, sheets):
         assert e.value.code == "BAD_STATE"
 
 
+def test_idle_daemon_prefills_the_next_turns_history(daemon, sheets):
+    """After a line, while idle, the daemon caches the conversation's history for the next turn:
+    that turn then prefills no exchange itself (no history-cache miss; without it, one)."""
+    mara = sheets["mara_tavernkeeper"]
+    with Client(daemon) as c:
+        c.reset_session("mara", "ahead")
+        before = c.status()["history_cache"]
+        c.say("mara", "Busy night?", character=mara, session="ahead", seed=4, options=SHORT)
+        deadline = time.monotonic() + 10
+        while (ahead := c.status()["history_cache"])["misses"] == before["misses"] and time.monotonic() < deadline:
+            time.sleep(0.05)  # the first exchange, new to the cache: one miss when the daemon warms it
+        assert ahead["misses"] == before["misses"] + 1
+        c.say("mara", "Any rooms left?", character=mara, session="ahead", seed=5, options=SHORT)
+        after = c.status()["history_cache"]
+        assert after["misses"] == ahead["misses"] and after["hits"] > ahead["hits"]
+
+
 def test_streaming_equals_non_streamed(daemon, sheets):
     kw = dict(character=sheets["mara_tavernkeeper"], seed=42, session="stream-a", options={"max_tokens": 40})
     with Client(daemon) as c:

@@ -95,6 +95,27 @@ def test_history_state_is_reused_and_lines_do_not_depend_on_the_cache(engine, br
     assert (warm.line, warm.emotion) == (cold.line, cold.emotion)
 
 
+def test_history_prefilled_ahead_is_used_whole_and_changes_no_line(engine, brom):
+    """What the daemon does while idle: the next turn finds every exchange cached (one hit, no
+    miss, nothing left to prefill but its own words) and says the line a cold cache gives."""
+    from npc_brain.engine import PrefixCache
+    from npc_brain.prompt import Turn
+
+    hist = [Turn("player", "Morning, Brom."), Turn("npc", "Morning. Forge is hot already."),
+            Turn("player", "Can you mend a hinge?"), Turn("npc", "Bring it here, I'll have a look.")]
+    ask = LineRequest(brom, "How much will that be?", {}, tuple(hist), 33)
+    engine.history_cache = PrefixCache()
+    engine.prefill_history(brom, hist)
+    hits, misses = engine.history_cache.hits, engine.history_cache.misses
+    ahead = engine.generate(ask)
+    assert (engine.history_cache.hits, engine.history_cache.misses) == (hits + 1, misses)
+    engine.history_cache = PrefixCache()
+    cold = engine.generate(ask)
+    assert engine.history_cache.misses == 1
+    assert (ahead.line, ahead.emotion) == (cold.line, cold.emotion)
+    engine.prefill_history(brom, [])  # a conversation's first turn: nothing to do
+
+
 def test_the_voice_says_who_it_is_when_asked_to(engine, brom):
     """The identity note reaches the prompt through the generation options, and only on a turn with
     no recalled fact."""
