@@ -61,8 +61,11 @@ class DaemonConfig:
     drain_timeout_s: float = 10.0
     deterministic: bool = False
     # While nothing else runs, prefill the exchange a line just finished, so the conversation's next
-    # turn (seconds later, in a game) prefills only the player's new words (docs/figures.md).
+    # turn (seconds later, in a game) prefills only the player's new words (docs/figures.md). Only
+    # after this long idle: a client that answers at once (a script, a load test) would otherwise
+    # wait for that prefill, which its own turn then does anyway.
     prefill_ahead: bool = True
+    prefill_ahead_after_ms: float = 20.0
     state_dir: Path | None = None
     curve_secret: Path | None = None  # server secret key file (npc-brain keys)
     curve_clients: Path | None = None  # folder of allowed client public keys
@@ -116,6 +119,7 @@ class Daemon:
         self.active: list[Job] = []
         # conversations whose next turn's history is not prefilled yet: (npc, session) -> (sheet, history)
         self.ahead: OrderedDict[tuple[str, str], tuple[Character, list[Turn]]] = OrderedDict()
+        self.last_line_at = 0.0
         self.inflight: dict[tuple[bytes, str], Job] = {}
         self.replies: OrderedDict[tuple[bytes, str], tuple[str, float, bytes]] = OrderedDict()
         self.started = time.monotonic()
@@ -216,14 +220,16 @@ class Daemon:
                 log.info("draining: %d running, %d queued", len(self.active), len(self.queue))
             self.heartbeat()
             busy = bool(self.active or self.queue) and time.monotonic() >= self.paused_until
-            if self.sock.poll(0 if busy or self.ahead else 5 if self.seeing else 50):
+            ahead_in = self.last_line_at + self.cfg.prefill_ahead_after_ms / 1000 - time.monotonic()
+            if self.sock.poll(0 if busy else max(0, int(ahead_in * 1000)) if self.ahead else 5 if self.seeing else 50):
                 self.read_all()
             self.collect_seen()
             self.expire()
             if time.monotonic() >= self.paused_until:
                 self.run_guarded(self.admit)
                 self.run_guarded(self.decode_step)
-            if self.ahead and not (self.active or self.queue or self.seeing or self.draining):
+            if (self.ahead and not (self.active or self.queue or self.seeing or self.draining)
+                    and time.monotonic() >= self.last_line_at + self.cfg.prefill_ahead_after_ms / 1000):
                 self.prefill_ahead()
             if self.draining and not self.active and not self.queue and not self.seeing:
                 break
@@ -548,6 +554,7 @@ class Daemon:
                                rep.seed, job.say.options.as_dict(), text, rep.emotion, rep.tokens,
                                self.engine.bundle.bundle_id)
         self.sessions.append(job.say.npc, job.say.session, job.say.utterance, text)
+        self.last_line_at = time.monotonic()
         if self.cfg.prefill_ahead:  # the history the next turn will show: the client's, or ours, plus this exchange
             said = [Turn("player", job.say.utterance), Turn("npc", text)]
             nxt = job.history + said if job.say.history else self.sessions.history(job.say.npc, job.say.session)
