@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from npc_brain.config import DEFAULT_BUNDLE_DIR
+from npc_brain.scene import notable
 
 ROOT = Path(__file__).resolve().parent.parent
 CONDITIONS = {"rain": ("weather", "rain"), "night": ("time", "night"), "fire": ("danger", "fire"),
@@ -69,18 +70,6 @@ def shows(labels: dict, tag: str, value: str) -> bool:
     """`labels` (true or read) hold `value` for `tag`, a single value or one of a list."""
     got = labels.get(tag)
     return value in (got if isinstance(got, list) else [got])
-
-
-def notable(labels: dict) -> dict:
-    """The conditions of a screenshot an NPC might fairly remark on (its true labels)."""
-    out = {k: labels.get(k) for k in ("danger", "creatures") if labels.get(k)}
-    if labels.get("weather") not in (None, "clear"):
-        out["weather"] = labels["weather"]
-    if labels.get("time") in ("dusk", "night"):
-        out["time"] = labels["time"]
-    if labels.get("player") in ("hurt", "badly_hurt"):
-        out["player"] = labels["player"]
-    return out
 
 
 def screenshot(cond: str, seed: int, cluttered: bool = False) -> tuple[np.ndarray, dict]:

@@ -193,6 +193,20 @@ _PLAYER_TEXT = {"healthy": "", "hurt": "the player looks hurt",
                 "badly_hurt": "the player looks badly hurt"}
 
 
+def notable(scene: Mapping[str, Any]) -> dict[str, Any]:
+    """What in a scene an NPC might fairly remark on: danger, creatures, weather other than clear,
+    dusk or night, a hurt player, and any tag outside the vocabulary (on-screen text, a game's own)."""
+    out = {k: scene.get(k) for k in ("danger", "creatures") if scene.get(k)}
+    if scene.get("weather") not in (None, "clear"):
+        out["weather"] = scene["weather"]
+    if scene.get("time") in ("dusk", "night"):
+        out["time"] = scene["time"]
+    if scene.get("player") in ("hurt", "badly_hurt"):
+        out["player"] = scene["player"]
+    out.update({k: v for k, v in scene.items() if k not in SCENE_VOCAB and v})
+    return out
+
+
 def _words(value: str) -> str:
     return value.replace("_", " ")
 

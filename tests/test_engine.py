@@ -118,20 +118,24 @@ def test_history_prefilled_ahead_is_used_whole_and_changes_no_line(engine, brom)
 
 def test_the_voice_says_who_it_is_when_asked_to(engine, brom):
     """The identity note reaches the prompt through the generation options, and only on a turn with
-    no recalled fact."""
+    no recalled fact and nothing notable in the scene (there the line should react to the scene)."""
     from npc_brain.prompt import identity_text
 
     note = len(engine.prompts.current_ids("Nice weather.", identity=identity_text(brom))) - len(
         engine.prompts.current_ids("Nice weather."))
     assert note > 5
 
-    def prompt_tokens(utterance: str, on: bool) -> int:
-        slot = engine.start(LineRequest(brom, utterance, {}, (), 4,
+    def prompt_tokens(utterance: str, on: bool, scene: dict | None = None) -> int:
+        slot = engine.start(LineRequest(brom, utterance, scene or {}, (), 4,
                                         engine.defaults.validated({"identity_note": on, "max_tokens": 2})))
         engine.run([slot])
         return slot.n_prompt
 
     assert prompt_tokens("Nice weather.", True) - prompt_tokens("Nice weather.", False) == note
+    calm = {"place": "town", "time": "day", "weather": "clear"}
+    assert prompt_tokens("Nice weather.", True, calm) - prompt_tokens("Nice weather.", False, calm) == note
+    for loud in ({"time": "night"}, {"danger": ["fire"]}, {"weather": "rain"}, {"text": ["The Singing Kettle"]}):
+        assert prompt_tokens("Nice weather.", True, loud) == prompt_tokens("Nice weather.", False, loud), loud
     asked = next(k for k in brom.knowledge if len(k.split()) > 3)
     words = [w.strip(".,!?") for w in asked.split() if len(w) > 4]
     fact_question = f"Tell me about the {words[0]} and {words[-1]}?"
