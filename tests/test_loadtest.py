@@ -32,3 +32,27 @@ def test_probe_fails_when_every_miss_was_retried():
     with FakeDaemon([line(60, retried=True)] * 3) as d, pytest.raises(RuntimeError):
         persona_cache_effect(d.address, SHEETS, reps=1)
     assert len(d.requests) == 3
+
+
+def test_conversations_pause_between_turns_when_asked():
+    """--think-ms: a conversation waits that long after each line (not before its first)."""
+    import time
+
+    from npc_brain import protocol as P
+    from npc_brain.loadtest import run_level
+
+    def registered(req: dict) -> list[dict]:
+        return [P.registered_msg(req["id"], "ref1")]
+
+    def answer(req: dict) -> list[dict]:
+        return [{"v": 1, "type": "line", "id": req["id"], "text": "Aye.", "emotion": "neutral", "seed": req["seed"],
+                 "tokens": 2, "timings": {"prefill_ms": 5.0, "queue_ms": 0.0}}]
+
+    with FakeDaemon([registered, answer, answer, answer, answer]) as d:
+        t0 = time.perf_counter()
+        got = run_level(d.address, SHEETS, conversations=1, turns=3, max_tokens=8, think_s=0.3)
+        took = time.perf_counter() - t0
+    assert got["lines"] == 3 and not got["errors"]
+    assert 0.6 <= took < 2.0  # two pauses: after the first and the second line
+    said = [r["utterance"] for r in d.requests if r["type"] == "say"]
+    assert len(said) == 4  # the warm-up line, then the three measured turns
