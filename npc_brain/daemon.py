@@ -220,8 +220,9 @@ class Daemon:
                 log.info("draining: %d running, %d queued", len(self.active), len(self.queue))
             self.heartbeat()
             busy = bool(self.active or self.queue) and time.monotonic() >= self.paused_until
-            ahead_in = self.last_line_at + self.cfg.prefill_ahead_after_ms / 1000 - time.monotonic()
-            if self.sock.poll(0 if busy else max(0, int(ahead_in * 1000)) if self.ahead else 5 if self.seeing else 50):
+            ahead_at = self.last_line_at + self.cfg.prefill_ahead_after_ms / 1000  # idle long enough by then
+            if self.sock.poll(0 if busy else max(0, int((ahead_at - time.monotonic()) * 1000)) if self.ahead
+                              else 5 if self.seeing else 50):
                 self.read_all()
             self.collect_seen()
             self.expire()
@@ -229,7 +230,7 @@ class Daemon:
                 self.run_guarded(self.admit)
                 self.run_guarded(self.decode_step)
             if (self.ahead and not (self.active or self.queue or self.seeing or self.draining)
-                    and time.monotonic() >= self.last_line_at + self.cfg.prefill_ahead_after_ms / 1000):
+                    and time.monotonic() >= ahead_at):
                 self.prefill_ahead()
             if self.draining and not self.active and not self.queue and not self.seeing:
                 break

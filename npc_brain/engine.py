@@ -211,10 +211,14 @@ class Engine:
         return self._per_sheet(self._sheet_ids, c, lambda: sheet_token_ids(self.tokenizer, c))
 
     # --- prompt + prefill ----------------------------------------------------
+    def _persona_key(self, c: Character) -> str:
+        """What the persona prefix's KV depends on: the bundle (its weights) and the sheet."""
+        return f"{self.bundle.bundle_id}:{c.sheet_hash()}"
+
     def persona(self, c: Character) -> tuple[KV, list[int]]:
         """The persona prefix's KV cache and token ids (cache hits and misses are counted there).
         The cached KV is shared: copy it before running anything on top of it."""
-        key = f"{self.bundle.bundle_id}:{c.sheet_hash()}"
+        key = self._persona_key(c)
         hit = self.persona_cache.get(key)
         if hit is not None:
             return hit
@@ -258,7 +262,7 @@ class Engine:
             return
         kv, _ = self.persona(c)
         row = kv.copy(kv.length + sum(map(len, chunks)) + 1)
-        self._history_onto(row, f"{self.bundle.bundle_id}:{c.sheet_hash()}", chunks)
+        self._history_onto(row, self._persona_key(c), chunks)
 
     def start(self, req: LineRequest) -> Slot:
         t0 = time.perf_counter()
@@ -281,7 +285,7 @@ class Engine:
         # line (and its emotion tag): the turn's prefill writes there and decoding never re-allocates.
         serial = next(_SERIALS)
         kv = self._pool.reserve(serial, kv, n_prompt + opts.max_tokens + 16)
-        self._history_onto(kv, f"{self.bundle.bundle_id}:{req.character.sheet_hash()}", chunks)
+        self._history_onto(kv, self._persona_key(c), chunks)
         seed = req.seed if req.seed is not None else int.from_bytes(os.urandom(4), "little")
         sampler = LineSampler(self.texts, opts, seed, c.emotions,
                               catchphrase_token_ids(self.tokenizer, c.catchphrases),
