@@ -33,6 +33,7 @@ from npc_brain.recall import recall_for_turn
 
 TEMPLATE_VERSION = "chatml-npc-2"  # 2: the recalled-facts note before the player's message
 RECALL_NOTE = "What you know about this: "
+IDENTITY_MAX_WORDS = 12  # a sheet's role may run to pages; the note is prefilled again on every turn it fires
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 
 
@@ -76,8 +77,8 @@ def identity_text(c: Character) -> str:
     """Who the NPC is, for the turn's note when no fact is recalled: the role's first clause only,
     since the note is prefilled again on every such turn, and without the name, which made the voice
     open lines with it ("Brom Ironhand. Be careful..."). Empty for a sheet without a role."""
-    role = re.split(r"[,;]| \(", c.role, maxsplit=1)[0].strip()
-    return f"Who you are: {role}." if role else ""
+    role = " ".join(re.split(r"[,;]| \(", c.role, maxsplit=1)[0].split()[:IDENTITY_MAX_WORDS])
+    return f"Who you are: {role.rstrip('.')}." if role else ""
 
 
 class PromptBuilder:

@@ -109,6 +109,8 @@ def test_with_no_fact_recalled_the_note_says_who_the_npc_is(pb, brom):
     who = identity_text(brom)
     assert who == "Who you are: Blacksmith of Emberfall."  # the role's first clause: the note stays short
     assert identity_text(brom.__class__(**{**brom.to_dict(), "role": ""})) == ""
+    rambling = brom.__class__(**{**brom.to_dict(), "role": "Smith " + "who once forged a bell " * 200})
+    assert len(identity_text(rambling).split()) == 3 + 12  # "Who you are:" and the role's first 12 words only
     small_talk = pb.tok.decode(pb.current_ids("Nice weather.", knowledge=brom.knowledge, identity=who),
                                skip_special_tokens=False)
     assert small_talk.startswith(f"<|im_start|>system\nWhat you know about this: {who}<|im_end|>")
