@@ -266,15 +266,15 @@ class Engine:
 
     def start(self, req: LineRequest) -> Slot:
         t0 = time.perf_counter()
-        from npc_brain.scene import notable, scene_to_text
+        from npc_brain.scene import merge_scene, notable, scene_to_text
 
         opts = req.options or self.defaults
         c = req.character
         chunks = self.prompts.history_chunks(req.history)
+        scene = merge_scene(None, req.scene or {})  # sanitised ("NIGHT" -> night) for the note's choice too
         # who the NPC is, unless the scene gives the line something to react to (see GenerationOptions)
-        identity = identity_text(c) if opts.identity_note and not notable(req.scene or {}) else ""
-        current = self.prompts.current_ids(req.utterance, scene_to_text(req.scene or {}), c.knowledge, req.history,
-                                           identity)
+        identity = identity_text(c) if opts.identity_note and not notable(scene) else ""
+        current = self.prompts.current_ids(req.utterance, scene_to_text(scene), c.knowledge, req.history, identity)
         kv, persona_ids = self.persona(c)
         n_prompt = len(persona_ids) + sum(map(len, chunks)) + len(current)
         if n_prompt > LIMITS.max_prompt_tokens:

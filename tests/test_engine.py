@@ -134,7 +134,8 @@ def test_the_voice_says_who_it_is_when_asked_to(engine, brom):
     assert prompt_tokens("Nice weather.", True) - prompt_tokens("Nice weather.", False) == note
     calm = {"place": "town", "time": "day", "weather": "clear"}
     assert prompt_tokens("Nice weather.", True, calm) - prompt_tokens("Nice weather.", False, calm) == note
-    for loud in ({"time": "night"}, {"danger": ["fire"]}, {"weather": "rain"}, {"text": ["The Singing Kettle"]}):
+    for loud in ({"time": "night"}, {"time": " NIGHT "}, {"danger": ["fire"]}, {"weather": "rain"},
+                 {"text": ["The Singing Kettle"]}):
         assert prompt_tokens("Nice weather.", True, loud) == prompt_tokens("Nice weather.", False, loud), loud
     asked = next(k for k in brom.knowledge if len(k.split()) > 3)
     words = [w.strip(".,!?") for w in asked.split() if len(w) > 4]
