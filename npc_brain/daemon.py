@@ -220,8 +220,7 @@ class Daemon:
                 log.info("draining: %d running, %d queued", len(self.active), len(self.queue))
             self.heartbeat()
             busy = bool(self.active or self.queue) and time.monotonic() >= self.paused_until
-            ahead_at = self.last_line_at + self.cfg.prefill_ahead_after_ms / 1000  # idle long enough by then
-            if self.sock.poll(0 if busy else max(0, int((ahead_at - time.monotonic()) * 1000)) if self.ahead
+            if self.sock.poll(0 if busy else max(0, int((self._ahead_at() - time.monotonic()) * 1000)) if self.ahead
                               else 5 if self.seeing else 50):
                 self.read_all()
             self.collect_seen()
@@ -230,7 +229,7 @@ class Daemon:
                 self.run_guarded(self.admit)
                 self.run_guarded(self.decode_step)
             if (self.ahead and not (self.active or self.queue or self.seeing or self.draining)
-                    and time.monotonic() >= ahead_at):
+                    and time.monotonic() >= self._ahead_at()):  # read after the step: a line may just have ended
                 self.prefill_ahead()
             if self.draining and not self.active and not self.queue and not self.seeing:
                 break
@@ -570,6 +569,10 @@ class Daemon:
         while self.replies and (next(iter(self.replies.values()))[1] < cutoff or len(self.replies) > 50_000):
             self.replies.popitem(last=False)
 
+    def _ahead_at(self) -> float:
+        """When the daemon will have been idle long enough since the last line to prefill ahead."""
+        return self.last_line_at + self.cfg.prefill_ahead_after_ms / 1000
+
     def prefill_ahead(self) -> None:
         """One conversation's next-turn history, prefilled and cached while the daemon is idle
         (`Engine.prefill_history`). Only a cache: a failure costs nothing but the time."""
@@ -615,6 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decode each NPC alone: same seed => same line regardless of load (slower under load)")
     p.add_argument("--no-prefill-ahead", action="store_false", dest="prefill_ahead",
                    help="do not prefill a conversation's last exchange while idle (to measure what it saves)")
+    p.add_argument("--prefill-ahead-after-ms", type=float, default=DaemonConfig.prefill_ahead_after_ms,
+                   help="idle time after a line before prefilling ahead")
     p.add_argument("--state-dir", type=Path, help="keep conversations on disk (survive restarts)")
     p.add_argument("--record", type=Path, help="append every line said to this JSONL file, for `npc-brain replay`")
     p.add_argument("--record-max-mb", type=float, default=256.0,
@@ -641,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = DaemonConfig(bind=a.bind, max_active=a.max_active, queue_capacity=a.queue_capacity,
                        prefill_budget_ms=a.prefill_budget_ms, record=a.record, record_max_mb=a.record_max_mb,
                        drain_timeout_s=a.drain_timeout, deterministic=a.deterministic, state_dir=a.state_dir,
-                       prefill_ahead=a.prefill_ahead,
+                       prefill_ahead=a.prefill_ahead, prefill_ahead_after_ms=a.prefill_ahead_after_ms,
                        curve_secret=a.curve_secret, curve_clients=a.curve_clients, debug_hooks=a.debug_hooks,
                        worker_connect=a.connect if a.worker else None,
                        curve_client_secret=a.curve_client_secret, curve_server_public=a.curve_server_public)

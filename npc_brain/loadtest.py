@@ -2,7 +2,7 @@
 
 Starts its own daemon on loopback (or uses `--connect`), then for each concurrency
 level runs that many conversations in parallel, each saying `--turns` lines with
-streaming on, and records time to first partial, time to the final line, and
+streaming on (a small level holds fresh conversations in a row until it has `--min-lines`), and records time to first partial, time to the final line, and
 tokens. With `--think-ms` each conversation pauses that long after a line before its next
 turn, as a player reading it does (the daemon then has idle time; lines/s fall with it).
 Also measures the persona cache: the first line of a never-seen sheet
@@ -39,7 +39,10 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def run_level(addr: str, sheets: list[dict], conversations: int, turns: int, max_tokens: int,
-              curve: tuple[bytes, bytes, bytes] | None = None, think_s: float = 0.0) -> dict:
+              curve: tuple[bytes, bytes, bytes] | None = None, think_s: float = 0.0, rounds: int = 1) -> dict:
+    """`conversations` at once, each `rounds` fresh conversations of `turns` lines in a row (more rounds
+    give a small level enough lines for a p95). Sessions and seeds are new for every conversation, so
+    no history is cached from an earlier one."""
     from npc_brain.client import Client
 
     ttfp, total, tokens, prefill, queued = [], [], [], [], []
@@ -57,13 +60,14 @@ def run_level(addr: str, sheets: list[dict], conversations: int, turns: int, max
                 c.say(sheet.get("id", "npc"), "Hello.", character_ref=ref, session=f"warm{i}", seed=i,
                       options={"max_tokens": 4})  # persona now cached: we measure the hit path
                 ready.wait()
-                for t in range(turns):
+                for r, t in ((r, t) for r in range(rounds) for t in range(turns)):
                     if t and think_s:
                         time.sleep(think_s)
                     first: list[float] = []
                     t0 = time.perf_counter()
                     rep = c.say(sheet.get("id", "npc"), UTTERANCES[(i + t) % len(UTTERANCES)], character_ref=ref,
-                                session=f"lt{i}", seed=1000 * i + t, options={"max_tokens": max_tokens},
+                                session=f"lt{conversations}-{i}-{r}", seed=100_000 * conversations + 1000 * i + 10 * r + t,
+                                options={"max_tokens": max_tokens},
                                 on_partial=lambda m: first.append(time.perf_counter()))
                     t1 = time.perf_counter()
                     with lock:
@@ -138,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--levels", default="1,4,8,16")
     p.add_argument("--turns", type=int, default=3)
     p.add_argument("--max-tokens", type=int, default=30)
+    p.add_argument("--min-lines", type=int, default=12,
+                   help="a level with fewer conversations x turns holds more conversations in a row, to reach this")
     p.add_argument("--think-ms", type=float, default=0.0,
                    help="pause after each line before the conversation's next turn (a player reading it)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "figures.md")
@@ -160,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             c.wait_ready(300)
         rows = []
         for n in [int(x) for x in a.levels.split(",")]:
-            r = run_level(addr, sheets, n, a.turns, a.max_tokens, curve, a.think_ms / 1000)
+            rounds = max(1, -(-a.min_lines // (n * a.turns)))
+            r = run_level(addr, sheets, n, a.turns, a.max_tokens, curve, a.think_ms / 1000, rounds)
             rows.append(r)
             print(f"{n:>3} conversations: first partial p50 {r['ttfp_p50'] * 1000:.0f} ms p95 {r['ttfp_p95'] * 1000:.0f} ms; "
                   f"line p50 {r['line_p50'] * 1000:.0f} ms p95 {r['line_p95'] * 1000:.0f} ms; "
@@ -178,13 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     # with pauses the wall clock holds the players' reading time too: a ratio of rates would measure that
     ratio = not a.think_ms
     body = (f"Machine: {platform.machine()}, 2 cores; {date.today()}; command: `npc-brain loadtest --levels {a.levels} "
-            f"--turns {a.turns} --max-tokens {a.max_tokens}" + (f" --think-ms {a.think_ms:g}" if a.think_ms else "")
+            f"--turns {a.turns} --min-lines {a.min_lines} --max-tokens {a.max_tokens}" + (f" --think-ms {a.think_ms:g}" if a.think_ms else "")
             + "`; real daemon on loopback, streaming on, persona cached.\n\n"
-            "| conversations | first partial p50 / p95 ms | final line p50 / p95 ms | lines/s | tokens/s | "
+            "| conversations | lines | first partial p50 / p95 ms | final line p50 / p95 ms | lines/s | tokens/s | "
             + ("vs 1 conversation | " if ratio else "") + "prefill p50 ms | prefill share of wall | errors |\n"
-            + "|---" * (9 if ratio else 8) + "|\n")
+            + "|---" * (10 if ratio else 9) + "|\n")
     for r in rows:
-        body += (f"| {r['conversations']} | {r['ttfp_p50'] * 1000:.0f} / {r['ttfp_p95'] * 1000:.0f} | "
+        body += (f"| {r['conversations']} | {r['lines']} | {r['ttfp_p50'] * 1000:.0f} / {r['ttfp_p95'] * 1000:.0f} | "
                  f"{r['line_p50'] * 1000:.0f} / {r['line_p95'] * 1000:.0f} | {r['lines_per_s']:.2f} | "
                  f"{r['tokens_per_s']:.1f} | " + (f"{r['tokens_per_s'] / base:.2f}x | " if ratio else "")
                  + f"{r['prefill_p50'] * 1000:.0f} | {r['prefill_share']:.0%} | {len(r['errors'])} |\n")

@@ -156,6 +156,20 @@ def test_idle_daemon_prefills_the_next_turns_history(daemon, sheets):
         assert after["misses"] == ahead["misses"] and after["hits"] > ahead["hits"]
 
 
+def test_prefilling_ahead_waits_for_the_daemon_to_be_idle(bundle_dir, sheets):
+    """Not right after a line: a client that answers at once would wait for it (here: 60 s idle needed)."""
+    proc, addr = start_daemon(bundle_dir, "--prefill-ahead-after-ms", "60000")
+    try:
+        with Client(addr) as c:
+            c.wait_ready(180)
+            before = c.status()["history_cache"]
+            c.say("mara", "Busy night?", character=sheets["mara_tavernkeeper"], session="s", seed=4, options=SHORT)
+            time.sleep(1.0)
+            assert c.status()["history_cache"]["misses"] == before["misses"]  # nothing prefilled yet
+    finally:
+        assert stop(proc) == 0
+
+
 def test_streaming_equals_non_streamed(daemon, sheets):
     kw = dict(character=sheets["mara_tavernkeeper"], seed=42, session="stream-a", options={"max_tokens": 40})
     with Client(daemon) as c:

@@ -56,3 +56,22 @@ def test_conversations_pause_between_turns_when_asked():
     assert 0.6 <= took < 2.0  # two pauses: after the first and the second line
     said = [r["utterance"] for r in d.requests if r["type"] == "say"]
     assert len(said) == 4  # the warm-up line, then the three measured turns
+
+
+def test_a_small_level_holds_fresh_conversations_in_a_row():
+    """rounds: new sessions and new seeds each time, so no conversation finds another's history cached."""
+    from npc_brain import protocol as P
+    from npc_brain.loadtest import run_level
+
+    def registered(req: dict) -> list[dict]:
+        return [P.registered_msg(req["id"], "ref1")]
+
+    def answer(req: dict) -> list[dict]:
+        return [{"v": 1, "type": "line", "id": req["id"], "text": "Aye.", "emotion": "neutral", "seed": req["seed"],
+                 "tokens": 2, "timings": {"prefill_ms": 5.0, "queue_ms": 0.0}}]
+
+    with FakeDaemon([registered] + [answer] * 7) as d:
+        got = run_level(d.address, SHEETS, conversations=1, turns=3, max_tokens=8, rounds=2)
+    assert got["lines"] == 6 and not got["errors"]
+    measured = [r for r in d.requests if r["type"] == "say"][1:]
+    assert len({r["session"] for r in measured}) == 2 and len({r["seed"] for r in measured}) == 6
