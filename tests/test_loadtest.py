@@ -34,19 +34,22 @@ def test_probe_fails_when_every_miss_was_retried():
     assert len(d.requests) == 3
 
 
+def registered(req: dict) -> list[dict]:
+    from npc_brain import protocol as P
+
+    return [P.registered_msg(req["id"], "ref1")]
+
+
+def answer(req: dict) -> list[dict]:
+    return [{"v": 1, "type": "line", "id": req["id"], "text": "Aye.", "emotion": "neutral", "seed": req["seed"],
+             "tokens": 2, "timings": {"prefill_ms": 5.0, "queue_ms": 0.0}}]
+
+
 def test_conversations_pause_between_turns_when_asked():
     """--think-ms: a conversation waits that long after each line (not before its first)."""
     import time
 
-    from npc_brain import protocol as P
     from npc_brain.loadtest import run_level
-
-    def registered(req: dict) -> list[dict]:
-        return [P.registered_msg(req["id"], "ref1")]
-
-    def answer(req: dict) -> list[dict]:
-        return [{"v": 1, "type": "line", "id": req["id"], "text": "Aye.", "emotion": "neutral", "seed": req["seed"],
-                 "tokens": 2, "timings": {"prefill_ms": 5.0, "queue_ms": 0.0}}]
 
     with FakeDaemon([registered, answer, answer, answer, answer]) as d:
         t0 = time.perf_counter()
@@ -60,15 +63,7 @@ def test_conversations_pause_between_turns_when_asked():
 
 def test_a_small_level_holds_fresh_conversations_in_a_row():
     """rounds: new sessions and new seeds each time, so no conversation finds another's history cached."""
-    from npc_brain import protocol as P
     from npc_brain.loadtest import run_level
-
-    def registered(req: dict) -> list[dict]:
-        return [P.registered_msg(req["id"], "ref1")]
-
-    def answer(req: dict) -> list[dict]:
-        return [{"v": 1, "type": "line", "id": req["id"], "text": "Aye.", "emotion": "neutral", "seed": req["seed"],
-                 "tokens": 2, "timings": {"prefill_ms": 5.0, "queue_ms": 0.0}}]
 
     with FakeDaemon([registered] + [answer] * 7) as d:
         got = run_level(d.address, SHEETS, conversations=1, turns=3, max_tokens=8, rounds=2)
