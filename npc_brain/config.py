@@ -46,7 +46,7 @@ class GenerationOptions:
     _BOUNDS = {
         "temperature": (0.0, 2.0), "top_k": (0, 1000), "top_p": (0.0, 1.0), "min_p": (0.0, 0.99),
         "repetition_penalty": (1.0, 2.0), "max_tokens": (1, 128), "catchphrase_bias": (0.0, 5.0),
-        "sheet_bias": (0.0, 5.0), "identity_note": (0, 1),
+        "sheet_bias": (0.0, 5.0),
     }
 
     def validated(self, overrides: Mapping[str, Any] | None) -> "GenerationOptions":
@@ -58,12 +58,12 @@ class GenerationOptions:
         for key, value in overrides.items():
             if key not in known:
                 raise OptionsError(f"unknown generation option {key!r}; known: {', '.join(sorted(known))}")
-            lo, hi = self._BOUNDS[key]
             if isinstance(getattr(self, key), bool):  # a switch: true/false, or 1/0 from a command line
                 if value not in (True, False, 0, 1):
                     raise OptionsError(f"option {key} must be true or false, got {value!r}")
                 out[key] = bool(value)
                 continue
+            lo, hi = self._BOUNDS[key]
             is_int = isinstance(getattr(self, key), int)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or (is_int and not float(value).is_integer()):
                 raise OptionsError(f"option {key} must be {'an integer' if is_int else 'a number'}, got {value!r}")

@@ -220,16 +220,15 @@ class Daemon:
                 log.info("draining: %d running, %d queued", len(self.active), len(self.queue))
             self.heartbeat()
             busy = bool(self.active or self.queue) and time.monotonic() >= self.paused_until
-            if self.sock.poll(0 if busy else max(0, int((self._ahead_at() - time.monotonic()) * 1000)) if self.ahead
-                              else 5 if self.seeing else 50):
+            if self.sock.poll(self._poll_ms(busy)):
                 self.read_all()
             self.collect_seen()
             self.expire()
             if time.monotonic() >= self.paused_until:
                 self.run_guarded(self.admit)
                 self.run_guarded(self.decode_step)
-            if (self.ahead and not (self.active or self.queue or self.seeing or self.draining)
-                    and time.monotonic() >= self._ahead_at()):  # read after the step: a line may just have ended
+            # read after the step: a line may just have ended, and then the idle wait starts again
+            if self._may_prefill_ahead() and time.monotonic() >= self._ahead_at():
                 self.prefill_ahead()
             if self.draining and not self.active and not self.queue and not self.seeing:
                 break
@@ -568,6 +567,19 @@ class Daemon:
         cutoff = time.monotonic() - P.IDEMPOTENCY_WINDOW_S
         while self.replies and (next(iter(self.replies.values()))[1] < cutoff or len(self.replies) > 50_000):
             self.replies.popitem(last=False)
+
+    def _poll_ms(self, busy: bool) -> int:
+        """How long the loop may wait for a message: not at all with lines to step, until the time to
+        prefill ahead when that is the only work left, briefly while a screenshot is read off the loop."""
+        if busy:
+            return 0
+        if self._may_prefill_ahead():
+            return max(0, int((self._ahead_at() - time.monotonic()) * 1000))
+        return 5 if self.seeing else 50
+
+    def _may_prefill_ahead(self) -> bool:
+        """Prefilling ahead waits for everything else (a queued line, a screenshot, a drain)."""
+        return bool(self.ahead) and not (self.active or self.queue or self.seeing or self.draining)
 
     def _ahead_at(self) -> float:
         """When the daemon will have been idle long enough since the last line to prefill ahead."""
