@@ -137,10 +137,10 @@ class PromptBuilder:
         return note + self._message("user", said) + [self.im_start, *self._plain("assistant\n")]
 
     def turn_ids(self, utterance: str, scene_text: str = "", history: Sequence[Turn] = (),
-                 knowledge: Sequence[str] = ()) -> list[int]:
+                 knowledge: Sequence[str] = (), identity: str = "") -> list[int]:
         """Everything after the persona, in one list (the history chunks, then the turn)."""
         return ([i for chunk in self.history_chunks(history) for i in chunk]
-                + self.current_ids(utterance, scene_text, knowledge, history))
+                + self.current_ids(utterance, scene_text, knowledge, history, identity))
 
 
 def clean_utterance(text: Any) -> str:

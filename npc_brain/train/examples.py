@@ -31,8 +31,8 @@ import yaml
 
 from npc_brain.character import Character, character_from_mapping
 from npc_brain.lines import word_count
-from npc_brain.prompt import PromptBuilder
-from npc_brain.scene import scene_to_text
+from npc_brain.prompt import PromptBuilder, identity_text
+from npc_brain.scene import merge_scene, notable, scene_to_text
 from npc_brain.train.voice import voice_line, voice_of
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "behaviour"
@@ -535,30 +535,38 @@ class Sequence_:
         return sum(1 for x in self.labels if x != -100)
 
 
-def _turn_tokens(builder: PromptBuilder, c: Character, t: Example) -> tuple[list[int], list[int]]:
-    prompt = builder.turn_ids(t.utterance, scene_to_text(t.scene) if t.scene else "", knowledge=c.knowledge)
+def _turn_tokens(builder: PromptBuilder, c: Character, t: Example,
+                 identity_note: bool = False) -> tuple[list[int], list[int]]:
+    """One turn as served. With `identity_note` the turn's note says who the NPC is exactly where
+    the engine's `GenerationOptions.identity_note` puts it (no fact recalled, nothing notable in
+    the scene), so the voice trains on the prompts it is served."""
+    identity = identity_text(c) if identity_note and not notable(merge_scene(None, t.scene or {})) else ""
+    prompt = builder.turn_ids(t.utterance, scene_to_text(t.scene) if t.scene else "", knowledge=c.knowledge,
+                              identity=identity)
     target = builder._plain(f"[{t.emotion}]") + builder._plain(" " + t.reply) + [builder.im_end]
     return prompt + target + builder.newline, [-100] * len(prompt) + target + [-100] * len(builder.newline)
 
 
-def render(builder: PromptBuilder, c: Character, turns: Sequence[Example], sheet_id: str = "") -> Sequence_:
+def render(builder: PromptBuilder, c: Character, turns: Sequence[Example], sheet_id: str = "",
+           identity_note: bool = False) -> Sequence_:
     """persona + (turn, reply) * n, exactly as served; labels only on replies + <|im_end|>."""
     ids = list(builder.persona_ids(c))
     labels = [-100] * len(ids)
     for t in turns:
-        i, lab = _turn_tokens(builder, c, t)
+        i, lab = _turn_tokens(builder, c, t, identity_note)
         ids += i
         labels += lab
     return Sequence_(ids, labels, sheet_id or c.id, [t.kind for t in turns])
 
 
-def render_packed(builder: PromptBuilder, c: Character, turns: Sequence[Example], sheet_id: str = "") -> Sequence_:
+def render_packed(builder: PromptBuilder, c: Character, turns: Sequence[Example], sheet_id: str = "",
+                  identity_note: bool = False) -> Sequence_:
     """persona once, then n independent first turns that share it (see ``Sequence_.pos/seg``)."""
     ids = list(builder.persona_ids(c))
     P = len(ids)
     labels, pos, seg = [-100] * P, list(range(P)), [0] * P
     for k, t in enumerate(turns, start=1):
-        i, lab = _turn_tokens(builder, c, t)
+        i, lab = _turn_tokens(builder, c, t, identity_note)
         ids += i
         labels += lab
         pos += list(range(P, P + len(i)))
@@ -576,15 +584,16 @@ def build_sequences(builder: PromptBuilder, cfg: dict[str, Any], seed: int, data
     turns_per_seq = int(cfg.get("turns_per_sequence", 5))
     packed = bool(cfg.get("packed", False))
     history_share = float(cfg.get("history_share", 0.0))  # packed runs: share of sequences kept as dialogue
+    identity_note = bool(cfg.get("identity_note", False))  # the note serving adds (GenerationOptions)
 
     def emit(c: Character, ex: list[Example], sid: str) -> None:
         for i in range(0, len(ex), turns_per_seq):
             chunk = ex[i:i + turns_per_seq]
             if packed and rng.random() >= history_share:
-                seqs.append(render_packed(builder, c, chunk, sid))
+                seqs.append(render_packed(builder, c, chunk, sid, identity_note))
             else:  # a live conversation: later turns see the earlier ones (at most 4 per sequence)
                 for j in range(0, len(chunk), 4):
-                    seqs.append(render(builder, c, chunk[j:j + 4], sid))
+                    seqs.append(render(builder, c, chunk[j:j + 4], sid, identity_note))
 
     seqs: list[Sequence_] = []
     own = load_sheets("train", root)
