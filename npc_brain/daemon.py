@@ -66,6 +66,7 @@ class DaemonConfig:
     # wait for that prefill, which its own turn then does anyway.
     prefill_ahead: bool = True
     prefill_ahead_after_ms: float = 20.0
+    prefill_ahead_max: int = 64  # conversations waiting to be prefilled ahead; the oldest go first
     state_dir: Path | None = None
     curve_secret: Path | None = None  # server secret key file (npc-brain keys)
     curve_clients: Path | None = None  # folder of allowed client public keys
@@ -559,7 +560,7 @@ class Daemon:
             nxt = job.history + said if job.say.history else self.sessions.history(job.say.npc, job.say.session)
             self.ahead[(job.say.npc, job.say.session)] = (job.character, nxt)
             self.ahead.move_to_end((job.say.npc, job.say.session))
-            while len(self.ahead) > 64:
+            while len(self.ahead) > self.cfg.prefill_ahead_max:
                 self.ahead.popitem(last=False)
         self._forget(job)
         key = (job.identity, job.say.id)
