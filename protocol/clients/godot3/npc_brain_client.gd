@@ -420,12 +420,19 @@ class _Reader:
 			return null
 		return s
 
-	func read_array(n: int, depth: int):
+	# An array or map of n items may open here: not past the depth limit, and the frame must still
+	# hold at least one byte per item (a declared length is never trusted to size anything).
+	func container_ok(n: int, depth: int) -> bool:
 		if depth + 1 > MAX_DEPTH:
 			fail("nesting too deep")
-			return null
+			return false
 		if n > d.size() - pos:
 			fail("truncated frame")
+			return false
+		return true
+
+	func read_array(n: int, depth: int):
+		if not container_ok(n, depth):
 			return null
 		var a := []
 		for i in n:
@@ -435,11 +442,7 @@ class _Reader:
 		return a
 
 	func read_map(n: int, depth: int):
-		if depth + 1 > MAX_DEPTH:
-			fail("nesting too deep")
-			return null
-		if n > d.size() - pos:
-			fail("truncated frame")
+		if not container_ok(n, depth):
 			return null
 		var m := {}
 		for i in n:
