@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from npc_brain.config import DEFAULT_BUNDLE_DIR
+from npc_brain.local_daemon import spawn
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = [
@@ -39,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from npc_brain.character import load_character
     from npc_brain.client import Client
 
-    daemon = subprocess.Popen([sys.executable, "-m", "npc_brain.daemon", "--bundle", str(a.bundle), "--bind", a.bind,
-                               "--log-level", "WARNING"])
+    daemon, _ = spawn(a.bundle, bind=a.bind)
     try:
         with Client(a.bind, timeout_s=60) as c:
             ready = c.wait_ready()

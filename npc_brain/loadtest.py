@@ -17,7 +17,6 @@ import os
 import platform
 import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 from npc_brain.bench import write_section
 from npc_brain.config import DEFAULT_BUNDLE_DIR
 from npc_brain.keys import add_client_curve_args, client_curve_from_args
+from npc_brain.local_daemon import spawn
 
 ROOT = Path(__file__).resolve().parent.parent
 UTTERANCES = ["Good evening. What's the news around here?", "Can you help me with something?",
@@ -156,9 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     addr = a.connect
     curve = client_curve_from_args(addr, a.curve_client_secret, a.curve_server_public) if addr else None
     if not addr:
-        addr = "tcp://127.0.0.1:5577"
-        proc = subprocess.Popen([sys.executable, "-m", "npc_brain.daemon", "--bundle", str(a.bundle), "--bind", addr,
-                                 "--queue", "64", "--max-active", "16", "--log-level", "WARNING"])
+        proc, addr = spawn(a.bundle, "--queue", "64", "--max-active", "16")
     try:
         from npc_brain.client import Client
 

@@ -332,7 +332,7 @@ def _outdoor_persp(rng, W, H, lab, twilight: bool = False):
 
 
 def _outdoor_flat(rng, W, H, lab, iso: bool):
-    place, time = lab["place"], lab["time"]
+    place = lab["place"]
     a, b = GROUND[place]
     tile = int(rng.integers(16, 64))
     arr = np.zeros((H, W, 3), np.float32)

@@ -218,7 +218,7 @@ class SceneReader:
             if item["value"] is not None:
                 out[name] = item["value"]
         # a place that contradicts the indoor/outdoor call is dropped rather than rendered
-        from npc_brain.scene import INDOOR_PLACES, OUTDOOR_PLACES
+        from npc_brain.scene import INDOOR_PLACES
         place, setting = out.get("place"), out.get("setting")
         if place is not None and setting is not None:
             if (place in INDOOR_PLACES) != (setting == "indoor"):

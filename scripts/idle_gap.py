@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,14 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from npc_brain.client import Client  # noqa: E402
+from npc_brain.local_daemon import spawn  # noqa: E402
 
 GAPS = (0.0, 0.05, 0.3, 1.0, 3.0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> int:
@@ -39,9 +32,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--bundle", type=Path, default=ROOT / "build" / "bundle")
     a = ap.parse_args()
-    addr = f"tcp://127.0.0.1:{free_port()}"
-    daemon = subprocess.Popen([sys.executable, "-m", "npc_brain.daemon", "--bundle", str(a.bundle), "--bind", addr,
-                               "--log-level", "WARNING"])
+    daemon, addr = spawn(a.bundle)
     sheet = yaml.safe_load((ROOT / "samples" / "characters" / "brom_blacksmith.yaml").read_text())
     opts = {"max_tokens": 16}
     wall: dict[float, list[float]] = {g: [] for g in GAPS}

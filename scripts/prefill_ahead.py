@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from npc_brain.client import Client  # noqa: E402
 from npc_brain.loadtest import UTTERANCES  # noqa: E402
-from tests.test_daemon import free_port  # noqa: E402
+from npc_brain.local_daemon import spawn  # noqa: E402
 
 
 def converse(c: Client, sheet: dict, session: int, turns: int, think_s: float) -> list[tuple[float, float]]:
@@ -62,9 +61,8 @@ def main() -> int:
     got: dict[str, list[tuple[float, float]]] = {name: [] for name in ways}
     try:
         for name, extra in ways.items():  # one at a time: a daemon holds its port before the next is picked
-            addr = f"tcp://127.0.0.1:{free_port()}"
-            procs.append(subprocess.Popen([sys.executable, "-m", "npc_brain.daemon", "--bundle", str(a.bundle),
-                                           "--bind", addr, "--log-level", "WARNING", *extra]))
+            proc, addr = spawn(a.bundle, *extra)
+            procs.append(proc)
             clients[name] = c = Client(addr, timeout_s=120)
             c.wait_ready(300)
             c.say("npc", "Hello.", character=sheet, session="warm", seed=0, options={"max_tokens": 4})

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -24,13 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 from npc_brain import protocol as P  # noqa: E402
 from npc_brain.client import Client  # noqa: E402
+from npc_brain.local_daemon import free_port, spawn  # noqa: E402
 from npc_brain.relay import FrameReader, pack, run  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def via_relay(sock: socket.socket, msg: dict) -> dict:
@@ -49,9 +43,8 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--bundle", type=Path, default=ROOT / "build" / "bundle")
     a = ap.parse_args()
-    addr, listen = f"tcp://127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    daemon = subprocess.Popen([sys.executable, "-m", "npc_brain.daemon", "--bundle", str(a.bundle), "--bind", addr,
-                               "--log-level", "WARNING"])
+    daemon, addr = spawn(a.bundle)
+    listen = f"127.0.0.1:{free_port()}"
     halt, ready = threading.Event(), threading.Event()
     threading.Thread(target=run, args=(listen, addr), kwargs={"stop": halt, "ready": ready}, daemon=True).start()
     ready.wait(10)

@@ -14,7 +14,7 @@ import zmq
 
 from npc_brain.client import Client, ClientError
 from tests.conftest import SAMPLES
-from tests.test_daemon import free_port
+from npc_brain.local_daemon import free_port
 
 
 @pytest.fixture()

@@ -61,7 +61,7 @@ def test_missing_bundle_says_how_to_build(tmp_path):
 
 def test_demo_holds_its_conversation_and_reads_the_sign(bundle_dir):
     """`make demo`'s main job end to end: a real daemon, six turns, the last from a screenshot whose sign OCR reads."""
-    from tests.test_daemon import free_port
+    from npc_brain.local_daemon import free_port
 
     r = subprocess.run([sys.executable, "-m", "npc_brain.demo", "--bundle", str(bundle_dir),
                         "--bind", f"tcp://127.0.0.1:{free_port()}"], capture_output=True, text=True, timeout=300)

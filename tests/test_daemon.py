@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,21 +16,14 @@ import zmq
 
 from npc_brain import protocol as P
 from npc_brain.client import Client, ClientError, say_msg
+from npc_brain.local_daemon import spawn
 from tests.conftest import ROOT, SAMPLES
 
 BAD = ROOT / "protocol" / "vectors" / "bad"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_daemon(bundle_dir: Path, *extra: str) -> tuple[subprocess.Popen, str]:
-    addr = f"tcp://127.0.0.1:{free_port()}"
-    proc = subprocess.Popen([sys.executable, "-m", "npc_brain.daemon", "--bundle", str(bundle_dir), "--bind", addr,
-                             "--log-level", "WARNING", *extra])
+    proc, addr = spawn(bundle_dir, *extra)
     with Client(addr, timeout_s=5) as c:
         c.wait_ready(180)
     return proc, addr
@@ -386,12 +377,8 @@ def test_curve_right_wrong_and_no_key(bundle_dir, sheets, tmp_path):
     allowed = tmp_path / "allowed"
     allowed.mkdir()
     (allowed / "client.key").write_bytes((tmp_path / "k" / "client.key").read_bytes())
-    proc, addr = None, None
-    port = free_port()
-    addr = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "npc_brain.daemon", "--bundle", str(bundle_dir), "--bind", addr,
-                             "--curve-secret", str(tmp_path / "k" / "server.key_secret"),
-                             "--curve-clients", str(allowed), "--log-level", "WARNING"])
+    proc, addr = spawn(bundle_dir, "--curve-secret", str(tmp_path / "k" / "server.key_secret"),
+                       "--curve-clients", str(allowed))
     try:
         good = load_client_curve(tmp_path / "k" / "client.key_secret", tmp_path / "k" / "server.key")
         with Client(addr, timeout_s=5, curve=good) as c:

@@ -14,7 +14,8 @@ import yaml
 
 from npc_brain import protocol as P
 from npc_brain.relay import HEADER, FrameReader, pack, run
-from tests.test_daemon import free_port, start_daemon, stop
+from npc_brain.local_daemon import free_port
+from tests.test_daemon import start_daemon, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 BROM = ROOT / "samples" / "characters" / "brom_blacksmith.yaml"

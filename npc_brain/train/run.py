@@ -118,7 +118,6 @@ def train(cfg: dict[str, Any], out: Path, name: str, log=print) -> dict[str, Any
     from npc_brain.prompt import PromptBuilder
     from npc_brain.train import lora
     from npc_brain.train.examples import build_sequences
-    from npc_brain.train.forward import target_loss
 
     t_start = time.time()
     seed = int(cfg["seed"])

@@ -236,7 +236,7 @@ def _fact_danger(g, rng, town) -> SynthFact:
     lk = lk[:-1] if lk.endswith("s") and len(lk) > 4 else lk
     return SynthFact(
         f"{_cap(lurk)} haunt {feat} after dark.",
-        [f"Is it safe near {feat}?", f"What's the danger around {feat}?", f"Anything to watch out for at night?",
+        [f"Is it safe near {feat}?", f"What's the danger around {feat}?", "Anything to watch out for at night?",
          f"Why does everyone avoid {feat}?"],
         [f"{_cap(lurk)}. Near {feat}, after dark.", f"Not after dark. {_cap(lurk)} haunt {feat}.",
          f"Stay away from {feat} at night. {_cap(lurk)}.", f"{_cap(lurk)} out by {feat}. Keep clear.",
