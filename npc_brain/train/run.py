@@ -120,6 +120,7 @@ def train(cfg: dict[str, Any], out: Path, name: str, log=print) -> dict[str, Any
     from npc_brain.train.examples import build_sequences
 
     t_start = time.time()
+    commit = _git_commit()  # now: commits made while the run trains are not what it trained from
     seed = int(cfg["seed"])
     random.seed(seed)
     torch.manual_seed(seed)
@@ -238,7 +239,7 @@ def train(cfg: dict[str, Any], out: Path, name: str, log=print) -> dict[str, Any
                        "sha256": base_model.sha256_file(gguf)},
         "torch": str(torch.__version__),
         "epochs": round(total_steps / max(1, planned), 2),
-        "commit": _git_commit(),
+        "commit": commit,
         # this file is the whole config (every --set applied): replaying it at that commit is the run again
         "command": "npc-brain train --config lora_recipe.json",
     }
