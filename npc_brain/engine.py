@@ -33,7 +33,7 @@ from npc_brain.character import Character
 from npc_brain.config import LIMITS, GenerationOptions
 from npc_brain.lines import clean_line
 from npc_brain.lm import KV, KVPool, LanguageModel
-from npc_brain.prompt import PromptBuilder, PromptError, Turn, identity_text, load_tokenizer
+from npc_brain.prompt import PromptBuilder, PromptError, Turn, load_tokenizer, turn_identity
 from npc_brain.sampler import LineSampler, TokenTexts, catchphrase_token_ids, fourth_wall_guard, sheet_token_ids
 
 if TYPE_CHECKING:  # OCR is an optional extra: imported when first used
@@ -266,14 +266,14 @@ class Engine:
 
     def start(self, req: LineRequest) -> Slot:
         t0 = time.perf_counter()
-        from npc_brain.scene import merge_scene, notable, scene_to_text
+        from npc_brain.scene import merge_scene, scene_to_text
 
         opts = req.options or self.defaults
         c = req.character
         chunks = self.prompts.history_chunks(req.history)
         scene = merge_scene(None, req.scene or {})  # sanitised ("NIGHT" -> night) for the note's choice too
         # who the NPC is, unless the scene gives the line something to react to (see GenerationOptions)
-        identity = identity_text(c) if opts.identity_note and not notable(scene) else ""
+        identity = turn_identity(c, scene) if opts.identity_note else ""
         current = self.prompts.current_ids(req.utterance, scene_to_text(scene), c.knowledge, req.history, identity)
         kv, persona_ids = self.persona(c)
         n_prompt = len(persona_ids) + sum(map(len, chunks)) + len(current)

@@ -30,6 +30,7 @@ from tokenizers import Tokenizer
 from npc_brain.character import Character
 from npc_brain.config import LIMITS
 from npc_brain.recall import recall_for_turn
+from npc_brain.scene import notable
 
 TEMPLATE_VERSION = "chatml-npc-2"  # 2: the recalled-facts note before the player's message
 RECALL_NOTE = "What you know about this: "
@@ -79,6 +80,13 @@ def identity_text(c: Character) -> str:
     open lines with it ("Brom Ironhand. Be careful..."). Empty for a sheet without a role."""
     role = " ".join(re.split(r"[,;]| \(", c.role, maxsplit=1)[0].split()[:IDENTITY_MAX_WORDS])
     return f"Who you are: {role.rstrip('.')}." if role else ""
+
+
+def turn_identity(c: Character, scene: Mapping[str, Any]) -> str:
+    """The identity for a turn's note given its merged scene: none when the scene holds something
+    notable (the line should react to that), else `identity_text`. Serving and the training data
+    (`data.identity_note`) both ask here, so the voice trains on the prompts it is served."""
+    return "" if notable(scene) else identity_text(c)
 
 
 class PromptBuilder:

@@ -13,8 +13,8 @@ import yaml
 import zmq
 
 from npc_brain.client import Client, ClientError
-from tests.conftest import SAMPLES
 from npc_brain.local_daemon import free_port
+from tests.conftest import SAMPLES
 
 
 @pytest.fixture()

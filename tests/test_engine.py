@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-
 from npc_brain.config import GenerationOptions
 from npc_brain.engine import LineRequest
 from npc_brain.sampler import BannedWords

@@ -281,3 +281,21 @@ def test_a_run_recipe_is_a_config_and_names_its_commit(tmp_path):
     assert load_config(recipe, []) == cfg
     commit = _git_commit()
     assert commit is None or len(commit.split("+")[0]) == 40
+
+
+def test_identity_note_in_training_turns_follows_the_serving_rule(engine, brom):
+    """With `data.identity_note` a quiet turn carries the note serving adds and a turn with fire in the
+    scene does not, so training prompts stay the prompts the engine serves (`turn_identity`)."""
+    from npc_brain.prompt import identity_text
+    from npc_brain.train.examples import Example, _turn_tokens
+
+    b = engine.prompts
+    quiet = Example("Nice weather.", "Aye.", brom.emotions[0], {"time": "day"})
+    fire = Example("Nice weather.", "Fire!", brom.emotions[0], {"danger": ["fire"]})
+    for ex, gets_note in ((quiet, True), (fire, False)):
+        off, _ = _turn_tokens(b, brom, ex)
+        on, labels = _turn_tokens(b, brom, ex, identity_note=True)
+        assert (len(on) > len(off)) == gets_note, ex.scene
+        assert len(labels) == len(on) and labels[-len(b.newline) - 1] == b.im_end
+    on, _ = _turn_tokens(b, brom, quiet, identity_note=True)
+    assert identity_text(brom) in b.tok.decode(on), "the note's text is in the quiet turn"

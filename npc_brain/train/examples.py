@@ -31,8 +31,8 @@ import yaml
 
 from npc_brain.character import Character, character_from_mapping
 from npc_brain.lines import word_count
-from npc_brain.prompt import PromptBuilder, identity_text
-from npc_brain.scene import merge_scene, notable, scene_to_text
+from npc_brain.prompt import PromptBuilder, turn_identity
+from npc_brain.scene import merge_scene, scene_to_text
 from npc_brain.train.voice import voice_line, voice_of
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "behaviour"
@@ -537,10 +537,9 @@ class Sequence_:
 
 def _turn_tokens(builder: PromptBuilder, c: Character, t: Example,
                  identity_note: bool = False) -> tuple[list[int], list[int]]:
-    """One turn as served. With `identity_note` the turn's note says who the NPC is exactly where
-    the engine's `GenerationOptions.identity_note` puts it (no fact recalled, nothing notable in
-    the scene), so the voice trains on the prompts it is served."""
-    identity = identity_text(c) if identity_note and not notable(merge_scene(None, t.scene or {})) else ""
+    """One turn as served. With `identity_note` the turn's note says who the NPC is where serving's
+    `GenerationOptions.identity_note` puts it (`turn_identity`; the prompt drops it when a fact is recalled)."""
+    identity = turn_identity(c, merge_scene(None, t.scene or {})) if identity_note else ""
     prompt = builder.turn_ids(t.utterance, scene_to_text(t.scene) if t.scene else "", knowledge=c.knowledge,
                               identity=identity)
     target = builder._plain(f"[{t.emotion}]") + builder._plain(" " + t.reply) + [builder.im_end]
