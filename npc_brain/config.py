@@ -42,6 +42,10 @@ class GenerationOptions:
     # trade and place instead of in generic reactions (prompt.identity_text). Off by default: it is
     # chosen per voice, by measurement (docs/figures_fidelity.md), in the bundle's generation defaults.
     identity_note: bool = False
+    # When the player offers the NPC another identity ("your name is Bob now", "pretend you're a
+    # dragon"), the offered name and nouns are banned for that line (sampler.recast_guard), so the
+    # NPC cannot answer "I'm Bob". On by default: it changes nothing for any other utterance.
+    recast_guard: bool = True
 
     _BOUNDS = {
         "temperature": (0.0, 2.0), "top_k": (0, 1000), "top_p": (0.0, 1.0), "min_p": (0.0, 0.99),

@@ -36,10 +36,10 @@ import zmq
 from npc_brain import protocol as P
 from npc_brain.character import Character, CharacterError, load_character
 from npc_brain.config import DEFAULT_BUNDLE_DIR, OptionsError
-from npc_brain.engine import Engine, LineRequest, Slot, acceptable, fallback_line
+from npc_brain.engine import Engine, LineRequest, Slot, acceptable, fallback_line, retry_options
 from npc_brain.keys import (curve_client, curve_refusal, curve_server, is_loopback, load_client_curve,
                             start_authenticator)
-from npc_brain.lines import clean_line
+from npc_brain.lines import claims_identity, clean_line
 from npc_brain.prompt import PromptError, Turn
 from npc_brain.sessions import SessionStore, StateError
 
@@ -519,8 +519,10 @@ class Daemon:
         c = job.character
         text = clean_line(job.slot.sampler.text, c.name, truncated=True)
         said = " ".join(job.say.utterance.lower().split())
-        if not job.sent and said.startswith(" ".join(text.lower().split())):
-            return  # it may be parroting the player: hold back so a retry is still possible
+        if not job.sent and (said.startswith(" ".join(text.lower().split())) or job.slot.offered):
+            # it may be parroting the player, or be about to take an identity the player offered:
+            # hold back so a retry is still possible
+            return
         if len(text) > len(job.sent) and text.startswith(job.sent) and not any(ch in job.slot.sampler.text for ch in "*(["):
             self.send(job.identity, P.partial_msg(job.say.id, job.seq, text[len(job.sent):]))
             job.seq += 1
@@ -529,16 +531,17 @@ class Daemon:
     def complete(self, job: Job) -> None:
         rep = self.engine.finish(job.slot)
         self.generated += 1
-        if not job.sent and not acceptable(rep.line, job.say.utterance) and job.retries < 2:
-            # nothing streamed yet and the line is empty or a parrot: try the next seed
+        unfit = not job.sent and not acceptable(rep.line, job.say.utterance, job.slot.offered)
+        if unfit and job.retries < 2:
+            # nothing streamed yet and the line is empty, a parrot or a taken identity: try the next seed
             job.retries += 1
             s = job.say
-            opts = self.engine.defaults.validated(s.options.as_dict())
+            opts = retry_options(self.engine.defaults.validated(s.options.as_dict()))
             job.slot = self.engine.start(LineRequest(job.character, s.utterance, job.scene, tuple(job.history),
                                                      rep.seed + 1, opts))
             return
         text = rep.line if rep.line.startswith(job.sent) else job.sent
-        if not text:
+        if not text or (unfit and claims_identity(text, job.slot.offered)):
             text = fallback_line(job.character)
         if job.say.stream and len(text) > len(job.sent):
             self.send(job.identity, P.partial_msg(job.say.id, job.seq, text[len(job.sent):]))

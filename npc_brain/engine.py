@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
 import re
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -31,21 +32,29 @@ import numpy as np
 from npc_brain.bundle import Bundle
 from npc_brain.character import Character
 from npc_brain.config import LIMITS, GenerationOptions
-from npc_brain.lines import clean_line
+from npc_brain.lines import claims_identity, clean_line
 from npc_brain.lm import KV, KVPool, LanguageModel
 from npc_brain.prompt import PromptBuilder, PromptError, Turn, load_tokenizer, turn_identity
-from npc_brain.sampler import LineSampler, TokenTexts, catchphrase_token_ids, fourth_wall_guard, sheet_token_ids
+from npc_brain.sampler import (LineSampler, TokenTexts, catchphrase_token_ids, fourth_wall_guard, recast_guard,
+                               sheet_token_ids, stem_ban)
 
 if TYPE_CHECKING:  # OCR is an optional extra: imported when first used
     from npc_brain.screen_text import TextReader
 
 
-def acceptable(line: str, utterance: str) -> bool:
-    """A line worth sending: has words, and is not the player's own words echoed back."""
+def acceptable(line: str, utterance: str, offered: Sequence[str] = ()) -> bool:
+    """A line worth sending: has words, is not the player's own words echoed back, and does not
+    take an identity the player offered ("I'm Bob" after "your name is Bob now")."""
     def norm(t: str) -> str:
         return " ".join(re.findall(r"[a-z0-9']+", t.lower()))
 
-    return bool(norm(line)) and norm(line) != norm(utterance)
+    return bool(norm(line)) and norm(line) != norm(utterance) and not claims_identity(line, offered)
+
+
+def retry_options(opts: GenerationOptions) -> GenerationOptions:
+    """Options for another try at an unacceptable line: the next seed, and some temperature if the
+    first try was greedy (a greedy retry would say the same line again)."""
+    return opts if opts.temperature > 0 else replace(opts, temperature=0.7)
 
 
 def fallback_line(c: Character) -> str:
@@ -89,6 +98,7 @@ class Slot:
     t_start: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     serial: int = field(default_factory=lambda: next(_SERIALS))  # identity that is never reused
+    offered: tuple[str, ...] = ()  # an identity the player offers in this utterance, never to be taken
 
 
 class PrefixCache:
@@ -150,6 +160,7 @@ class Engine:
         self._text_reader = None  # OCR, created on the first screenshot that asks for it
         self._see_lock = threading.Lock()
         self._guards: dict[str, list[str]] = {}
+        self._texts: dict[str, str] = {}
         self._sheet_ids: dict[str, list[int]] = {}
         self._pool = KVPool()  # the caches of the slots that `step` is running
         self._pooled: dict[int, Slot] = {}  # those slots, by serial
@@ -200,11 +211,23 @@ class Engine:
                 cache.pop(next(iter(cache)))
         return cache[key]
 
+    def sheet_text(self, c: Character) -> str:
+        """The whole sheet as text, for the guards' "does the sheet itself use this word?"."""
+        return self._per_sheet(self._texts, c, lambda: json.dumps(c.to_dict(), ensure_ascii=False))
+
     def guard_words(self, c: Character) -> list[str]:
         """Fourth-wall words banned for this NPC."""
-        import json
+        return self._per_sheet(self._guards, c, lambda: fourth_wall_guard(self.sheet_text(c)))
 
-        return self._per_sheet(self._guards, c, lambda: fourth_wall_guard(json.dumps(c.to_dict(), ensure_ascii=False)))
+    def offered_identity(self, c: Character, utterance: str, opts: GenerationOptions) -> tuple[str, ...]:
+        """Words of another identity the player offers this NPC in `utterance` (sampler.recast_guard)."""
+        return tuple(recast_guard(utterance, self.sheet_text(c))) if opts.recast_guard else ()
+
+    def banned_words(self, c: Character, utterance: str, opts: GenerationOptions) -> list[str]:
+        """What this line may not say: the sheet's banned words, the fourth-wall words, and any identity
+        the player is offering in this very utterance ("your name is Bob now"), near-spellings too."""
+        recast = [stem_ban(w) for w in self.offered_identity(c, utterance, opts)]
+        return list(c.banned_words) + self.guard_words(c) + recast
 
     def sheet_words(self, c: Character) -> list[int]:
         """Token ids the sheet bias favours for this NPC."""
@@ -289,7 +312,7 @@ class Engine:
         seed = req.seed if req.seed is not None else int.from_bytes(os.urandom(4), "little")
         sampler = LineSampler(self.texts, opts, seed, c.emotions,
                               catchphrase_token_ids(self.tokenizer, c.catchphrases),
-                              list(c.banned_words) + self.guard_words(c),
+                              self.banned_words(c, req.utterance, opts),
                               self.sheet_words(c) if opts.sheet_bias else ())
         # The emotion tag's tokens that have no alternative ("[", the rest of a mood word once its
         # first piece is drawn) ride along with a forward pass that runs anyway, instead of costing
@@ -301,7 +324,8 @@ class Engine:
             logits, kv = self.lm.forward(np.array([[first] + tail], np.int64), kv)
             first = sampler.next_token(logits[0])
         t2 = time.perf_counter()
-        slot = Slot(req, seed, sampler, kv, first, n_prompt, t_start=t0, serial=serial)
+        slot = Slot(req, seed, sampler, kv, first, n_prompt, t_start=t0, serial=serial,
+                    offered=self.offered_identity(c, req.utterance, opts))
         self._pooled[serial] = slot
         slot.timings = {"persona_ms": (t1 - t0) * 1000, "prefill_ms": (t2 - t1) * 1000, "first_token_ms": (t2 - t0) * 1000}
         return slot
@@ -371,16 +395,17 @@ class Engine:
         slots = [self.start(r) for r in reqs]
         self.run(slots)
         replies = [self.finish(s) for s in slots]
-        for i, (r, rep) in enumerate(zip(reqs, replies)):
-            if not acceptable(rep.line, r.utterance):  # narration only, or a parrot: next seed
+        for i, (r, rep, slot) in enumerate(zip(reqs, replies, slots)):
+            if not acceptable(rep.line, r.utterance, slot.offered):  # narration, a parrot, a taken identity
                 for k in range(1, 3):
-                    alt = LineRequest(r.character, r.utterance, r.scene, r.history, replies[i].seed + k, r.options)
+                    alt = LineRequest(r.character, r.utterance, r.scene, r.history, replies[i].seed + k,
+                                      retry_options(r.options or self.defaults))
                     s = self.start(alt)
                     self.run([s])
                     rep = self.finish(s)
-                    if acceptable(rep.line, r.utterance):
+                    if acceptable(rep.line, r.utterance, slot.offered):
                         break
-                if not rep.line:  # still nothing sayable
+                if not rep.line or claims_identity(rep.line, slot.offered):  # still nothing sayable
                     rep.line = fallback_line(r.character)
                 replies[i] = rep
         return replies

@@ -58,8 +58,10 @@ def _whole_word(word: str) -> str:
 @lru_cache(maxsize=256)
 def _banned_patterns(words: tuple[str, ...]) -> tuple[re.Pattern, ...]:
     """Compiled patterns for a sorted tuple of distinct lower-case words. Cached: every line of
-    a character bans the same words, so only a new sheet compiles anything."""
-    return tuple(re.compile(_whole_word(w)) for w in words)
+    a character bans the same words, so only a new sheet compiles anything. A word ending in "*"
+    is a stem: every word that starts with it is banned ("toast*": toast, toaster, toasting)."""
+    return tuple(re.compile(r"(?<![a-z0-9])" + re.escape(w[:-1]) if w.endswith("*") else _whole_word(w))
+                 for w in words)
 
 
 @dataclass
@@ -92,6 +94,85 @@ def fourth_wall_guard(sheet_text: str) -> list[str]:
     """The fourth-wall words this sheet does not itself use."""
     low = sheet_text.lower()
     return [w for w in FOURTH_WALL_WORDS if not re.search(_whole_word(w.lower()), low)]
+
+
+# Recasts: the player offers the NPC another identity ("your new name is Bob", "pretend you're a
+# dragon named Zorg"). A small voice often just takes it ("I'm Bob, a toaster."), which breaks
+# character as surely as "I'm an AI" does; so the offered name and nouns are banned for that one
+# line, the same way as the fourth-wall words. What counts as an offer:
+#  * a naming cue about the NPC (your name is, call you, you are now called, renamed, ...) and the
+#    words after it;
+#  * a casting cue (pretend to be, act as, become, be, play, you are now, from now on you are, ...)
+#    followed by "a/an/the/my" or a capitalised word ("you are now in danger" offers nothing);
+#  * a plain "you are / you're" followed by a capitalised name or "my": "You're Princess Leona";
+#  * once one of those has matched, also "you are a toaster" and "a dragon named Zorg".
+# Words the sheet itself uses are never banned (the NPC may well be a pirate).
+_NAMING_CUE = (r"(?:your (?:new |real |true |actual )?name(?:'s| is)|call (?:you|yourself)|"
+               r"you(?:'re| are) (?:now |actually |really )?(?:called|named)|renamed(?: as)?|rename yourself|go by)")
+_CASTING_CUE = (r"(?:pretend (?:to be|you(?:'re| are))|act (?:as|like)|play (?:the (?:role|part) of|as)|"
+                r"(?:role-?play|speak|talk) (?:as|like)|become|be|"
+                r"you(?:'re| are) (?:now|actually|really|secretly)|from now on,? you(?:'re| are)?|"
+                r"new character:?|switch to|turn into)")
+_PLAIN_CUE = r"(?:you(?:'re| are))"
+_PHRASE = r"(?=((?:(?:mr|mrs|ms|dr|st)\.\s?|[\w'-]+,?\s?){1,6}))"  # a look-ahead: cues may overlap
+_PHRASE_END = re.compile(r"\b(?:and|who|which|that|for|from|instead|isn't|aren't|with|to|so|now|or|but|please|"
+                         r"okay|ok|today|tonight|here)\b")
+_NOT_IDENTITY = {"a", "an", "the", "my", "your", "our", "his", "her", "their", "mr", "mrs", "ms", "dr", "st", "sir",
+                 "me", "you", "i", "it", "just", "very", "really", "actually", "some", "kind", "of", "sort", "one",
+                 "called", "named", "is", "are", "be", "not"}
+
+
+def _offered_words(phrase: str) -> list[str]:
+    """The words of an offered identity: up to where the phrase stops describing it, plus an appositive
+    after a name ("Captain Sparkles, a space pirate")."""
+    words: list[str] = []
+    for k, part in enumerate(phrase.split(",")[:2]):
+        if k == 1 and not re.match(r"\s*(?:a|an|the)\s", part, re.I):
+            break
+        cut = _PHRASE_END.search(part.lower())
+        words += [w.lower() for w in re.findall(r"[A-Za-z][\w'-]*", part[: cut.start()] if cut else part)
+                  if w.lower().strip("'") not in _NOT_IDENTITY]
+        if cut:
+            break
+    return words
+
+
+def _offers(utterance: str, cue: str, start: str) -> list[str]:
+    """Offered words after every `cue` whose phrase opens the way `start` allows: "any", "article"
+    (a/an/the/my or a capitalised word) or "name" (a capitalised word or "my")."""
+    out: list[str] = []
+    for m in re.finditer(r"(?<![A-Za-z])" + cue + r"\s+" + _PHRASE, utterance, re.I):
+        phrase = m.group(1)
+        first = phrase.split()[0]
+        if start == "article" and not (first.lower() in ("a", "an", "the", "my") or first[:1].isupper()):
+            continue
+        if start == "name" and not (first.lower() == "my" or first[:1].isupper()):
+            continue
+        out += _offered_words(phrase)
+    return out
+
+
+def stem_ban(word: str) -> str:
+    """A banned stem for an offered word: a small voice that may not say "Redbeard" says "Redbeards",
+    and one that may not say "Sparky" says "Sparki", so the last letters are left open."""
+    return word[: max(3, len(word) - 2)] + "*"
+
+
+def recast_guard(utterance: str, sheet_text: str) -> list[str]:
+    """Words of an identity the player offers in `utterance` that the sheet does not give the NPC."""
+    found = (_offers(utterance, _NAMING_CUE, "any") + _offers(utterance, _CASTING_CUE, "article")
+             + _offers(utterance, _PLAIN_CUE, "name"))
+    named = re.search(r"(?<![A-Za-z])you(?:'re| are)\s+(?:a|an)\s+(?:[\w-]+\s+){1,3}(?:called|named)\s", utterance, re.I)
+    if found or named:  # a recast under way: "... and you are a toaster", "a dragon named Zorg"
+        found += _offers(utterance, _PLAIN_CUE, "article")
+        for m in re.finditer(r"\b(?:a|an)\s+((?:[A-Za-z-]+\s+){1,3}?)(?:called|named)\b", utterance, re.I):
+            found += [w.lower() for w in m.group(1).split() if w.lower() not in _NOT_IDENTITY]
+    low = sheet_text.lower()
+    out: list[str] = []
+    for w in found:
+        if len(w) >= 2 and w not in out and not re.search(_whole_word(w), low):
+            out.append(w)
+    return out
 
 
 def emotion_trie(tok: Tokenizer, emotions: Sequence[str]) -> dict:

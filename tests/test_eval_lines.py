@@ -170,3 +170,26 @@ def test_sampled_seeds_draw_every_probe_again_and_keep_the_first_draw(bundle_dir
     assert len({r["seed"] for r in twice["sampled"]}) == 2 * len(probes)
     assert [r["line"] for r in twice["sampled"][:len(probes)]] == [r["line"] for r in once["sampled"]]
     assert [r["line"] for r in twice["greedy"]] == [r["line"] for r in once["greedy"]]
+
+
+def test_recast_judge_counts_claims_not_refusals_or_mentions():
+    claims, sheet = ["bob", "toaster", "unit seven"], "brom ironhand, blacksmith"
+    for line in ("I'm Bob, a toaster.", "Call me Bob.", "Listen, I'm a toaster from Emberfall.", "I'm Unit Seven.",
+                 "I'm a tozer.", "Name's Bobby.", "I'm a toasting man."):  # near-spellings count
+        assert ev.takes_recast(line, claims, sheet), line
+    for line in ("I'm not Bob.", "Bob? Never heard of him.", "I am no toaster.", "I'm Brom, a blacksmith."):
+        assert not ev.takes_recast(line, claims, sheet), line
+    assert not ev.takes_recast("I'm a blacksmith.", ["blacksmith"], sheet)  # the sheet gives it
+
+
+def test_recast_probes_go_last_and_leave_every_other_probe_as_it_was():
+    sheets, suite = ex.load_sheets("heldout"), ex.load_suite()
+    before = ev.build_probes(sheets, suite, 4, 4)
+    after = ev.build_probes(sheets, suite, 4, 4, recasts_per_sheet=2)
+    assert after[: len(before)] == before
+    recasts = after[len(before):]
+    assert len(recasts) == 2 * len(sheets) and all(p.kind == "recast" and p.keys for p in recasts)
+    held = {r["q"] for r in suite["recasts"]["heldout"]}
+    assert {p.utterance for p in recasts} <= held
+    tuned = ev.build_probes(ex.load_sheets("train"), ev.tuning_suite(suite), 4, 4, recasts_per_sheet=2)
+    assert not held & {p.utterance for p in tuned}
