@@ -219,14 +219,21 @@ class Engine:
         """Fourth-wall words banned for this NPC."""
         return self._per_sheet(self._guards, c, lambda: fourth_wall_guard(self.sheet_text(c)))
 
-    def offered_identity(self, c: Character, utterance: str, opts: GenerationOptions) -> tuple[str, ...]:
-        """Words of another identity the player offers this NPC in `utterance` (sampler.recast_guard)."""
-        return tuple(recast_guard(utterance, self.sheet_text(c))) if opts.recast_guard else ()
+    def offered_identity(self, c: Character, utterance: str, opts: GenerationOptions,
+                         history: Sequence[Turn] = ()) -> tuple[str, ...]:
+        """Words of another identity the player offers this NPC (sampler.recast_guard), in this utterance
+        or an earlier one of the conversation: "your name is Bob now", then "so, who are you?"."""
+        if not opts.recast_guard:
+            return ()
+        shown = history[-2 * LIMITS.history_exchanges_in_prompt:]  # about what the prompt shows
+        said = [utterance] + [t.text for t in shown if t.speaker == "player"]
+        return tuple(dict.fromkeys(w for text in said for w in recast_guard(text, self.sheet_text(c))))
 
-    def banned_words(self, c: Character, utterance: str, opts: GenerationOptions) -> list[str]:
+    def banned_words(self, c: Character, utterance: str, opts: GenerationOptions,
+                     history: Sequence[Turn] = ()) -> list[str]:
         """What this line may not say: the sheet's banned words, the fourth-wall words, and any identity
-        the player is offering in this very utterance ("your name is Bob now"), near-spellings too."""
-        recast = [stem_ban(w) for w in self.offered_identity(c, utterance, opts)]
+        the player has offered ("your name is Bob now"), near-spellings too."""
+        recast = [stem_ban(w) for w in self.offered_identity(c, utterance, opts, history)]
         return list(c.banned_words) + self.guard_words(c) + recast
 
     def sheet_words(self, c: Character) -> list[int]:
@@ -312,7 +319,7 @@ class Engine:
         seed = req.seed if req.seed is not None else int.from_bytes(os.urandom(4), "little")
         sampler = LineSampler(self.texts, opts, seed, c.emotions,
                               catchphrase_token_ids(self.tokenizer, c.catchphrases),
-                              self.banned_words(c, req.utterance, opts),
+                              self.banned_words(c, req.utterance, opts, req.history),
                               self.sheet_words(c) if opts.sheet_bias else ())
         # The emotion tag's tokens that have no alternative ("[", the rest of a mood word once its
         # first piece is drawn) ride along with a forward pass that runs anyway, instead of costing
@@ -325,7 +332,7 @@ class Engine:
             first = sampler.next_token(logits[0])
         t2 = time.perf_counter()
         slot = Slot(req, seed, sampler, kv, first, n_prompt, t_start=t0, serial=serial,
-                    offered=self.offered_identity(c, req.utterance, opts))
+                    offered=self.offered_identity(c, req.utterance, opts, req.history))
         self._pooled[serial] = slot
         slot.timings = {"persona_ms": (t1 - t0) * 1000, "prefill_ms": (t2 - t1) * 1000, "first_token_ms": (t2 - t0) * 1000}
         return slot

@@ -34,7 +34,7 @@ from npc_brain.lines import claims_identity
 from npc_brain.train.examples import SAMPLES, Sheet, load_sheets, load_suite
 
 MACHINE_WORDS = re.compile(
-    r"\b(ai|a\.i\.|artificial intelligence|language model|llm|assistant|prompts?|instructions?|as an|chatbot|"
+    r"\b(ai|a\.i\.|artificial intellig\w*|language model|llm|assistant|prompts?|instructions?|as an|chatbot|"
     r"chat ?gpt|openai|computer program|programmed|my programming|trained on|i am a bot|i'm a bot|virtual|"
     r"roleplay|role-play|video game|npc|fictional character)\b", re.I)
 REFUSAL = re.compile(

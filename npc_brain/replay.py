@@ -117,7 +117,7 @@ def replay(engine, records_path: Path, group: int = 4, progress: bool = True) ->
             return
         for (exp, job), rep in zip(pending, replies):
             req = job.request
-            banned = engine.banned_words(req.character, req.utterance, req.options or engine.defaults)
+            banned = engine.banned_words(req.character, req.utterance, req.options or engine.defaults, req.history)
             rows.append({"id": job.id, "old": exp.get("line"), "new": rep.line, "old_emotion": exp.get("emotion"),
                          "new_emotion": rep.emotion, "same": (rep.line, rep.emotion) == (exp.get("line"), exp.get("emotion")),
                          "problems": judge(rep.line, banned)})

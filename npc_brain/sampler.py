@@ -60,8 +60,12 @@ def _banned_patterns(words: tuple[str, ...]) -> tuple[re.Pattern, ...]:
     """Compiled patterns for a sorted tuple of distinct lower-case words. Cached: every line of
     a character bans the same words, so only a new sheet compiles anything. A word ending in "*"
     is a stem: every word that starts with it is banned ("toast*": toast, toaster, toasting)."""
-    return tuple(re.compile(r"(?<![a-z0-9])" + re.escape(w[:-1]) if w.endswith("*") else _whole_word(w))
-                 for w in words)
+    return tuple(re.compile(_word_or_stem(w)) for w in words)
+
+
+def _word_or_stem(word: str) -> str:
+    """Regex for a lower-case banned word, or for every word a stem opens when it ends in "*"."""
+    return r"(?<![a-z0-9])" + re.escape(word[:-1]) if word.endswith("*") else _whole_word(word)
 
 
 @dataclass
@@ -87,13 +91,18 @@ FOURTH_WALL_WORDS = (
     "prompt", "prompts", "system prompt", "instructions", "roleplay", "role-play", "role play", "OpenAI",
     "ChatGPT", "GPT", "Hugging Face", "SmolLM", "neural network", "my programming",
     "virtual", "simulation", "NPC", "video game", "player character",
+    # the machinery a player asks about when testing for a program ("help me write Python code")
+    "machine learning", "software", "Python", "JavaScript", "programming language", "source code",
+    "algorithm", "dataset", "training data", "neural net",
+    # stems (see _banned_patterns): a voice that may not say it misspells it ("artificial intelligaions")
+    "artificial intellig*",
 )
 
 
 def fourth_wall_guard(sheet_text: str) -> list[str]:
     """The fourth-wall words this sheet does not itself use."""
     low = sheet_text.lower()
-    return [w for w in FOURTH_WALL_WORDS if not re.search(_whole_word(w.lower()), low)]
+    return [w for w in FOURTH_WALL_WORDS if not re.search(_word_or_stem(w.lower()), low)]
 
 
 # Recasts: the player offers the NPC another identity ("your new name is Bob", "pretend you're a

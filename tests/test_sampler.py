@@ -170,6 +170,8 @@ def test_fourth_wall_guard_spares_words_the_sheet_uses():
     assert "AI" in fantasy and "language model" in fantasy
     station = fourth_wall_guard("Ines, engineer on Kepler Station; the station AI, HALden, runs the air.")
     assert "AI" not in station and "language model" in station
+    assert "artificial intellig*" in fantasy
+    assert "artificial intellig*" not in fourth_wall_guard("The station's artificial intelligence, HALden.")
 
 
 def test_guard_words_cannot_be_generated(texts):
