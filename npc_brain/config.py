@@ -46,11 +46,15 @@ class GenerationOptions:
     # dragon"), the offered name and nouns are banned for that line (sampler.recast_guard), so the
     # NPC cannot answer "I'm Bob". On by default: it changes nothing for any other utterance.
     recast_guard: bool = True
+    # Draw at this temperature instead when the model's top token is one of the sheet's own words (its
+    # name, role and knowledge: sampler.anchor_token_ids), so a line varies where it is free and keeps
+    # the NPC's own words where it reaches for them. 0 = off (one temperature for every token).
+    anchor_temperature: float = 0.0
 
     _BOUNDS = {
         "temperature": (0.0, 2.0), "top_k": (0, 1000), "top_p": (0.0, 1.0), "min_p": (0.0, 0.99),
         "repetition_penalty": (1.0, 2.0), "max_tokens": (1, 128), "catchphrase_bias": (0.0, 5.0),
-        "sheet_bias": (0.0, 5.0),
+        "sheet_bias": (0.0, 5.0), "anchor_temperature": (0.0, 2.0),
     }
 
     def validated(self, overrides: Mapping[str, Any] | None) -> "GenerationOptions":

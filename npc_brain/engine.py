@@ -35,7 +35,7 @@ from npc_brain.config import LIMITS, GenerationOptions
 from npc_brain.lines import claims_identity, clean_line
 from npc_brain.lm import KV, KVPool, LanguageModel
 from npc_brain.prompt import PromptBuilder, PromptError, Turn, load_tokenizer, turn_identity
-from npc_brain.sampler import (LineSampler, TokenTexts, catchphrase_token_ids, fourth_wall_guard, recast_guard,
+from npc_brain.sampler import (LineSampler, TokenTexts, anchor_token_ids, catchphrase_token_ids, fourth_wall_guard, recast_guard,
                                sheet_token_ids, stem_ban)
 
 if TYPE_CHECKING:  # OCR is an optional extra: imported when first used
@@ -162,6 +162,7 @@ class Engine:
         self._guards: dict[str, list[str]] = {}
         self._texts: dict[str, str] = {}
         self._sheet_ids: dict[str, list[int]] = {}
+        self._anchor_ids: dict[str, list[int]] = {}
         self._pool = KVPool()  # the caches of the slots that `step` is running
         self._pooled: dict[int, Slot] = {}  # those slots, by serial
 
@@ -235,6 +236,10 @@ class Engine:
         the player has offered ("your name is Bob now"), near-spellings too."""
         recast = [stem_ban(w) for w in self.offered_identity(c, utterance, opts, history)]
         return list(c.banned_words) + self.guard_words(c) + recast
+
+    def anchor_words(self, c: Character) -> list[int]:
+        """Token ids of the sheet's own words, drawn at the anchor temperature when the model's top pick."""
+        return self._per_sheet(self._anchor_ids, c, lambda: anchor_token_ids(self.tokenizer, c))
 
     def sheet_words(self, c: Character) -> list[int]:
         """Token ids the sheet bias favours for this NPC."""
@@ -320,7 +325,8 @@ class Engine:
         sampler = LineSampler(self.texts, opts, seed, c.emotions,
                               catchphrase_token_ids(self.tokenizer, c.catchphrases),
                               self.banned_words(c, req.utterance, opts, req.history),
-                              self.sheet_words(c) if opts.sheet_bias else ())
+                              self.sheet_words(c) if opts.sheet_bias else (),
+                              self.anchor_words(c) if opts.anchor_temperature else ())
         # The emotion tag's tokens that have no alternative ("[", the rest of a mood word once its
         # first piece is drawn) ride along with a forward pass that runs anyway, instead of costing
         # one decode step each: the first spoken word arrives two or three steps sooner.

@@ -197,7 +197,8 @@ def emotion_trie(tok: Tokenizer, emotions: Sequence[str]) -> dict:
 
 class LineSampler:
     def __init__(self, texts: TokenTexts, options: GenerationOptions, seed: int, emotions: Sequence[str],
-                 catchphrase_ids: Sequence[int] = (), banned: Sequence[str] = (), sheet_ids: Sequence[int] = ()):
+                 catchphrase_ids: Sequence[int] = (), banned: Sequence[str] = (), sheet_ids: Sequence[int] = (),
+                 anchor_ids: Sequence[int] = ()):
         self.t = texts
         self.opt = options
         self.rng = np.random.default_rng(seed)
@@ -206,6 +207,7 @@ class LineSampler:
         self.banned = BannedWords(tuple(banned))
         self.bias_ids = np.array(sorted(set(catchphrase_ids)), np.int64)
         self.sheet_ids = np.array(sorted(set(sheet_ids)), np.int64)
+        self.anchor_ids = frozenset(anchor_ids)
         self.generated: list[int] = []
         self.text = ""
 
@@ -275,7 +277,10 @@ class LineSampler:
     def _draw(self, logits: np.ndarray) -> int:
         if self.opt.temperature <= 0.0:
             return int(np.argmax(logits))
-        z = logits / self.opt.temperature
+        t = self.opt.temperature
+        if self.opt.anchor_temperature > 0.0 and int(np.argmax(logits)) in self.anchor_ids:
+            t = self.opt.anchor_temperature  # the model reaches for the sheet's own word: keep it likely
+        z = logits / t
         k = self.opt.top_k if 0 < self.opt.top_k < z.size else z.size
         idx = top_k_ids(z, k)
         idx = idx[np.argsort(-z[idx], kind="stable")]
@@ -334,6 +339,23 @@ says should some such sure take than that that's them then there there's these t
 things this those though through till time told took under unless until upon very want wants well went
 were what when where which while whom whose will with within without would yours you're you've your
 """.split())
+
+
+def anchor_token_ids(tok: Tokenizer, c: "Character") -> list[int]:
+    """The tokens that spell the content words (4+ letters, not plain English) of the sheet's name, role
+    and knowledge: the word-initial piece (3+ letters) and the longer inner pieces (4+; short ones such
+    as "ing" end every other word). While the model's top choice is one of these it is naming the NPC,
+    its trade or a fact it knows (`GenerationOptions.anchor_temperature`)."""
+    ids: set[int] = set()
+    for text in (c.name, c.role, *c.knowledge):
+        for word in re.findall(r"(?<![A-Za-z'])[A-Za-z]{4,}(?![A-Za-z'])", text):
+            if word.lower() in _PLAIN_WORDS:
+                continue
+            enc = tok.encode(" " + word, add_special_tokens=False).ids
+            for k, i in enumerate(enc):
+                if len(tok.decode([i]).strip()) >= (3 if k == 0 else 4):
+                    ids.add(i)
+    return sorted(ids)
 
 
 def sheet_token_ids(tok: Tokenizer, c: "Character") -> list[int]:

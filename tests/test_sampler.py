@@ -269,3 +269,26 @@ def test_a_banned_stem_bans_every_word_it_opens():
     b = BannedWords(("toast*", "magic"))
     assert b.violates("I'm a toasting man") and b.violates("Toast") and not b.violates("a roast")
     assert b.violates("magic") and not b.violates("magical")  # plain words stay whole words
+
+
+def test_anchor_temperature_keeps_the_sheets_word_and_leaves_other_draws_alone(texts):
+    """Two near-tied candidates: at temperature 1.5 either is drawn; when the top one is an anchor
+    (the sheet's own word) and the anchor temperature is low, it is drawn nearly always."""
+    V = len(texts.texts)
+    forge, anvil = texts.tok.encode(" forge").ids[0], texts.tok.encode(" anvil").ids[0]
+    z = np.full(V, -50.0)
+    z[forge], z[anvil] = 1.0, 0.5
+
+    def share(anchor_t: float, anchors: list[int]) -> float:
+        hits = 0
+        for seed in range(200):
+            s = LineSampler(texts, GenerationOptions(temperature=1.5, top_k=0, top_p=1.0, repetition_penalty=1.0,
+                                                     anchor_temperature=anchor_t), seed, ["neutral"],
+                            anchor_ids=anchors)
+            _skip_emotion(s, V)
+            hits += s.next_token(z) == forge
+        return hits / 200
+
+    assert 0.45 < share(0.0, [forge]) < 0.75  # off: one temperature for all
+    assert share(0.1, [forge]) > 0.95
+    assert 0.45 < share(0.1, [anvil]) < 0.75  # the top token is no anchor: the plain temperature
