@@ -171,6 +171,10 @@ def prepare(image: np.ndarray) -> np.ndarray:
 # its player's health exactly: send it as the `player` tag. `read_with_scores` still shows the reading.
 UNTRUSTED_TAGS = ("player",)
 
+# Pixel spread (std over the 224x224 input, 0-255) under which a frame shows no scene. Procedural
+# renders never come near it (lowest of 150: 9.3, median 30); a solid colour or a fade is 0-2.
+BLANK_FRAME_STD = 4.0
+
 
 class SceneReader:
     """Runs vision_dir/scene.onnx and reads scene tags using vision_dir/vocab.json."""
@@ -211,7 +215,11 @@ class SceneReader:
         return out
 
     def read(self, image: np.ndarray) -> dict[str, Any]:
-        """{tag: value} for confident single-label tags, {tag: [values]} for multi-label tags."""
+        """{tag: value} for confident single-label tags, {tag: [values]} for multi-label tags; nothing
+        for a frame too flat to show a scene (a fade to black, a loading or solid screen), which the head
+        would otherwise read as a confident night."""
+        if prepare(image).std() < BLANK_FRAME_STD:
+            return {}
         scored = self.read_with_scores(image)
         out: dict[str, Any] = {}
         for name, item in scored.items():

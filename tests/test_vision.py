@@ -298,6 +298,24 @@ def test_reader_outputs_vocab_values(vision_dir):
         assert scene_to_text(merge_scene(seen, None)) == "" or scene_to_text(merge_scene(seen, None)).endswith(".")
 
 
+def test_a_blank_frame_reads_as_no_scene_and_a_real_one_still_reads(vision_dir, engine):
+    """A fade to black or a loading screen shows no scene: nothing is reported (the head alone calls a
+    black frame a confident night), and the game's own tags still go through."""
+    from npc_brain.render_scenes import render_sample
+    from npc_brain.vision import SceneReader
+
+    reader = SceneReader(vision_dir)
+    black, grey = np.zeros((600, 800, 3), np.uint8), np.full((600, 800, 3), 120, np.uint8)
+    fade = (np.asarray(render_sample(5)[0], np.float32) * 0.03).astype(np.uint8)  # 3% of a real frame
+    assert reader.read_with_scores(black)["time"]["value"] is not None  # what the head alone would say
+    for img in (black, grey, fade):
+        assert reader.read(img) == {}
+    assert reader.read(np.asarray(render_sample(5)[0]))  # the same frame at full light reads
+    png = io.BytesIO()
+    Image.fromarray(black).save(png, "PNG")
+    assert engine.see(png.getvalue(), engine_tags={"weather": "rain"}) == {"weather": "rain"}
+
+
 def test_reader_reads_fixture_screens(vision_dir):
     """The committed head gets indoor/outdoor right on most of the small real fixture set."""
     from npc_brain.vision import SceneReader
