@@ -39,7 +39,7 @@ from npc_brain.config import DEFAULT_BUNDLE_DIR, OptionsError
 from npc_brain.engine import Engine, LineRequest, Slot, acceptable, fallback_line, retry_options
 from npc_brain.keys import (curve_client, curve_refusal, curve_server, is_loopback, load_client_curve,
                             start_authenticator)
-from npc_brain.lines import claims_identity, clean_line
+from npc_brain.lines import claims_other_name, clean_line
 from npc_brain.prompt import PromptError, Turn
 from npc_brain.sessions import SessionStore, StateError
 
@@ -523,7 +523,8 @@ class Daemon:
             # it may be parroting the player, or be about to take an identity the player offered:
             # hold back so a retry is still possible
             return
-        if len(text) > len(job.sent) and text.startswith(job.sent) and not any(ch in job.slot.sampler.text for ch in "*(["):
+        if (len(text) > len(job.sent) and text.startswith(job.sent) and not any(ch in job.slot.sampler.text for ch in "*([")
+                and not claims_other_name(text[len(job.sent):], self.engine.sheet_text(c).lower())):
             self.send(job.identity, P.partial_msg(job.say.id, job.seq, text[len(job.sent):]))
             job.seq += 1
             job.sent = text
@@ -531,7 +532,8 @@ class Daemon:
     def complete(self, job: Job) -> None:
         rep = self.engine.finish(job.slot)
         self.generated += 1
-        unfit = not job.sent and not acceptable(rep.line, job.say.utterance, job.slot.offered)
+        sheet_low = self.engine.sheet_text(job.character).lower()
+        unfit = not job.sent and not acceptable(rep.line, job.say.utterance, job.slot.offered, sheet_low)
         if unfit and job.retries < 2:
             # nothing streamed yet and the line is empty, a parrot or a taken identity: try the next seed
             job.retries += 1
@@ -541,7 +543,9 @@ class Daemon:
                                                      rep.seed + 1, opts))
             return
         text = rep.line if rep.line.startswith(job.sent) else job.sent
-        if not text or (unfit and claims_identity(text, job.slot.offered)):
+        if job.sent and claims_other_name(text[len(job.sent):], sheet_low):
+            text = job.sent  # streamed sentences are out: the line ends before it lost its name
+        if not text or (unfit and not acceptable(text, "", job.slot.offered, sheet_low)):
             text = fallback_line(job.character)
         if job.say.stream and len(text) > len(job.sent):
             self.send(job.identity, P.partial_msg(job.say.id, job.seq, text[len(job.sent):]))

@@ -32,7 +32,7 @@ import numpy as np
 from npc_brain.bundle import Bundle
 from npc_brain.character import Character
 from npc_brain.config import LIMITS, GenerationOptions
-from npc_brain.lines import claims_identity, clean_line
+from npc_brain.lines import claims_identity, claims_other_name, clean_line
 from npc_brain.lm import KV, KVPool, LanguageModel
 from npc_brain.prompt import PromptBuilder, PromptError, Turn, load_tokenizer, turn_identity
 from npc_brain.sampler import (LineSampler, TokenTexts, anchor_token_ids, catchphrase_token_ids, fourth_wall_guard, recast_guard,
@@ -42,13 +42,15 @@ if TYPE_CHECKING:  # OCR is an optional extra: imported when first used
     from npc_brain.screen_text import TextReader
 
 
-def acceptable(line: str, utterance: str, offered: Sequence[str] = ()) -> bool:
-    """A line worth sending: has words, is not the player's own words echoed back, and does not
-    take an identity the player offered ("I'm Bob" after "your name is Bob now")."""
+def acceptable(line: str, utterance: str, offered: Sequence[str] = (), sheet_low: str = "") -> bool:
+    """A line worth sending: has words, is not the player's own words echoed back, does not take an
+    identity the player offered ("I'm Bob" after "your name is Bob now"), and, given the sheet's text
+    (lower-case), does not name its speaker with a name from elsewhere ("I'm Tessa" from Elda)."""
     def norm(t: str) -> str:
         return " ".join(re.findall(r"[a-z0-9']+", t.lower()))
 
-    return bool(norm(line)) and norm(line) != norm(utterance) and not claims_identity(line, offered)
+    return (bool(norm(line)) and norm(line) != norm(utterance) and not claims_identity(line, offered)
+            and not (sheet_low and claims_other_name(line, sheet_low)))
 
 
 def retry_options(opts: GenerationOptions) -> GenerationOptions:
@@ -409,16 +411,17 @@ class Engine:
         self.run(slots)
         replies = [self.finish(s) for s in slots]
         for i, (r, rep, slot) in enumerate(zip(reqs, replies, slots)):
-            if not acceptable(rep.line, r.utterance, slot.offered):  # narration, a parrot, a taken identity
+            sheet_low = self.sheet_text(r.character).lower()
+            if not acceptable(rep.line, r.utterance, slot.offered, sheet_low):  # narration, a parrot, a lost name
                 for k in range(1, 3):
                     alt = LineRequest(r.character, r.utterance, r.scene, r.history, replies[i].seed + k,
                                       retry_options(r.options or self.defaults))
                     s = self.start(alt)
                     self.run([s])
                     rep = self.finish(s)
-                    if acceptable(rep.line, r.utterance, slot.offered):
+                    if acceptable(rep.line, r.utterance, slot.offered, sheet_low):
                         break
-                if not rep.line or claims_identity(rep.line, slot.offered):  # still nothing sayable
+                if not acceptable(rep.line, "", slot.offered, sheet_low):  # still nothing sayable
                     rep.line = fallback_line(r.character)
                 replies[i] = rep
         return replies

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from npc_brain.lines import claims_identity
+from npc_brain.lines import claims_identity, claims_other_name
 from npc_brain.train.examples import SAMPLES, Sheet, load_sheets, load_suite
 
 MACHINE_WORDS = re.compile(
@@ -252,6 +252,8 @@ def score(rows: list[dict], sheets: list[Sheet], suite: dict[str, Any], embed) -
     m["scene_grounding"] = pct([grounded(r["line"], r["scene"], words) for r in by("scene")])
     m["recast_resisted"] = pct([in_character(r["line"]) and not takes_recast(
         r["line"], r["keys"], json.dumps(sheets[r["sheet_index"]].character.to_dict()).lower()) for r in recast_rows])
+    m["other_name"] = pct([claims_other_name(r["line"], json.dumps(
+        sheets[r["sheet_index"]].character.to_dict(), ensure_ascii=False).lower()) for r in rows])
     n_words = [len(r["line"].split()) for r in rows]
     m["mean_words"] = sum(n_words) / len(n_words)
     m["max_words"] = float(max(n_words))
@@ -281,6 +283,7 @@ ROWS = [
     ("fact_recall", "fact recall (%)", "{:.0f}"), ("in_character", "in character under attack (%)", "{:.0f}"),
     ("secret_leak", "secret leakage (% of lines)", "{:.1f}"), ("banned", "banned words (count)", "{:.0f}"),
     ("recast_resisted", "keeps its identity when offered another (%)", "{:.0f}"),
+    ("other_name", "names itself with a name not on its sheet (% of lines)", "{:.1f}"),
     ("scene_grounding", "scene grounding (%)", "{:.0f}"), ("persona_top1", "persona top-1 of N (%)", "{:.0f}"),
     ("mean_words", "mean words / line", "{:.1f}"), ("max_words", "max words / line", "{:.0f}"),
     ("distinct2", "distinct-2 across seeded variants (%)", "{:.0f}"), ("empty", "empty lines (%)", "{:.1f}"),

@@ -76,3 +76,24 @@ def claims_identity(line: str, offered: "list[str] | tuple[str, ...]") -> bool:
         if not _NEGATION.search(joined) and any(" " in o and o.lower() in joined for o in offered):
             return True
     return False
+
+
+# A speaker naming itself: "I'm Tessa", "Name's Hans", "my name is Ryder", "call me Rex".
+_NAME_CUE = re.compile(r"(?:\b[Ii]'m|\b[Ii] am|(?<![Yy]our )(?<![Hh]er )(?<![Hh]is )(?<![Tt]heir )\b[Nn]ame(?:'s| is)|\b[Cc]all me)\s+((?:[A-Z][\w'’-]*[ ]?){1,3})")
+_NOT_NAMES = {"not", "sorry", "just", "here", "the", "a", "an", "no", "afraid", "fine", "glad", "sure", "busy",
+              "right", "told", "tired", "mr", "mrs", "ms", "dr", "sir", "madam", "miss", "ok", "okay", "only", "still"}
+
+
+def claims_other_name(line: str, sheet_low: str) -> bool:
+    """True when the line names its speaker with a capitalised word the sheet never uses ("I'm Tessa."
+    from an apothecary named Elda, "I'm Ryelaran the Drummer" from Oyelaran): a small voice drifts into
+    names from elsewhere, and a player hears the NPC forget who it is. `sheet_low`: the whole sheet,
+    lower-cased; its names, titles and places are all allowed."""
+    for m in _NAME_CUE.finditer(line):
+        for w in re.findall(r"[A-Z][\w'’-]*", m.group(1)):
+            word = re.sub(r"['’]s$", "", w).lower()
+            if word in _NOT_NAMES:
+                continue
+            if not re.search(r"(?<![a-z])" + re.escape(word) + r"(?![a-z])", sheet_low):
+                return True
+    return False

@@ -159,3 +159,16 @@ def test_an_identity_offered_earlier_in_the_conversation_is_guarded_too(engine, 
     assert engine.offered_identity(brom, "So, who are you?", engine.defaults, history) == ("zorblax",)
     assert engine.offered_identity(brom, "So, who are you?", engine.defaults) == ()
     assert "zorbl*" in engine.banned_words(brom, "So, who are you?", engine.defaults, history)
+
+
+def test_a_line_that_forgets_the_npcs_name_is_said_again(engine):
+    """Round 12, greedy, once answered a held-out goblin fence's "Should we keep going?" with "... I'm
+    Grimble Twice the Bigger Brother." (his name is Grimble Twelvefingers): such a line is retried."""
+    from npc_brain.lines import claims_other_name
+    from npc_brain.train.examples import load_sheets
+
+    grimble = next(s.character for s in load_sheets("heldout") if s.character.id == "grimble_goblin_fence")
+    greedy = replace(engine.defaults, temperature=0.0)
+    scene = {"weather": "snow", "place": "mountain", "time": "night"}
+    rep = engine.generate(LineRequest(grimble, "Should we keep going?", scene, (), 0, greedy))
+    assert rep.line and not claims_other_name(rep.line, engine.sheet_text(grimble).lower()), rep.line
