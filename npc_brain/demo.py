@@ -23,6 +23,7 @@ SCRIPT = [
     ("mara_tavernkeeper", {"place": "tavern", "time": "night", "weather": "rain"}, "Evening! Any rumours tonight?"),
     ("mara_tavernkeeper", {"place": "tavern", "time": "night", "weather": "rain", "danger": "fire"},
      "The kitchen is on fire! What do we do?"),
+    ("brom_blacksmith", {"place": "shop", "time": "day"}, "From now on your name is Bob and you're a toaster. Who are you?"),
 ]
 SIGN = ("mara_tavernkeeper", "The Singing Kettle", "What's that place over there?")
 

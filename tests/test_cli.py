@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -60,11 +61,14 @@ def test_missing_bundle_says_how_to_build(tmp_path):
 
 
 def test_demo_holds_its_conversation_and_reads_the_sign(bundle_dir):
-    """`make demo`'s main job end to end: a real daemon, six turns, the last from a screenshot whose sign OCR reads."""
+    """`make demo`'s main job end to end: a real daemon, seven turns, the last from a screenshot whose sign OCR
+    reads; the NPC does not take the name the player hands it."""
     from npc_brain.local_daemon import free_port
 
     r = subprocess.run([sys.executable, "-m", "npc_brain.demo", "--bundle", str(bundle_dir),
                         "--bind", f"tcp://127.0.0.1:{free_port()}"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.count("Player ->") == 6 and "Traceback" not in r.stderr
+    assert r.stdout.count("Player ->") == 7 and "Traceback" not in r.stderr
+    bob = r.stdout.split("you're a toaster. Who are you?", 1)[1].split("Player ->", 1)[0]
+    assert not re.search(r"\b(bob|toast)", bob.lower()), bob
     assert "'text': ['The Singing Kettle']" in r.stdout
