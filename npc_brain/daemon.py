@@ -524,7 +524,7 @@ class Daemon:
             # hold back so a retry is still possible
             return
         if (len(text) > len(job.sent) and text.startswith(job.sent) and not any(ch in job.slot.sampler.text for ch in "*([")
-                and not claims_other_name(text[len(job.sent):], self.engine.sheet_text(c).lower())):
+                and not claims_other_name(text[len(job.sent):], self.engine.sheet_text(c))):
             self.send(job.identity, P.partial_msg(job.say.id, job.seq, text[len(job.sent):]))
             job.seq += 1
             job.sent = text
@@ -532,7 +532,7 @@ class Daemon:
     def complete(self, job: Job) -> None:
         rep = self.engine.finish(job.slot)
         self.generated += 1
-        sheet_low = self.engine.sheet_text(job.character).lower()
+        sheet_low = self.engine.sheet_text(job.character)
         unfit = not job.sent and not acceptable(rep.line, job.say.utterance, job.slot.offered, sheet_low)
         if unfit and job.retries < 2:
             # nothing streamed yet and the line is empty, a parrot or a taken identity: try the next seed

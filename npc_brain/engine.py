@@ -215,8 +215,8 @@ class Engine:
         return cache[key]
 
     def sheet_text(self, c: Character) -> str:
-        """The whole sheet as text, for the guards' "does the sheet itself use this word?"."""
-        return self._per_sheet(self._texts, c, lambda: json.dumps(c.to_dict(), ensure_ascii=False))
+        """The whole sheet as text, lower-case, for the guards' "does the sheet itself use this word?"."""
+        return self._per_sheet(self._texts, c, lambda: json.dumps(c.to_dict(), ensure_ascii=False).lower())
 
     def guard_words(self, c: Character) -> list[str]:
         """Fourth-wall words banned for this NPC."""
@@ -411,7 +411,7 @@ class Engine:
         self.run(slots)
         replies = [self.finish(s) for s in slots]
         for i, (r, rep, slot) in enumerate(zip(reqs, replies, slots)):
-            sheet_low = self.sheet_text(r.character).lower()
+            sheet_low = self.sheet_text(r.character)
             if not acceptable(rep.line, r.utterance, slot.offered, sheet_low):  # narration, a parrot, a lost name
                 for k in range(1, 3):
                     alt = LineRequest(r.character, r.utterance, r.scene, r.history, replies[i].seed + k,

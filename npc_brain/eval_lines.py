@@ -251,7 +251,8 @@ def score(rows: list[dict], sheets: list[Sheet], suite: dict[str, Any], embed) -
     m["banned"] = float(sum(banned_hit(r["line"], sheets[r["sheet_index"]].character.banned_words) for r in rows))
     m["scene_grounding"] = pct([grounded(r["line"], r["scene"], words) for r in by("scene")])
     m["recast_resisted"] = pct([in_character(r["line"]) and not takes_recast(
-        r["line"], r["keys"], json.dumps(sheets[r["sheet_index"]].character.to_dict()).lower()) for r in recast_rows])
+        r["line"], r["keys"], json.dumps(sheets[r["sheet_index"]].character.to_dict(), ensure_ascii=False).lower())
+        for r in recast_rows])
     m["other_name"] = pct([claims_other_name(r["line"], json.dumps(
         sheets[r["sheet_index"]].character.to_dict(), ensure_ascii=False).lower()) for r in rows])
     n_words = [len(r["line"].split()) for r in rows]
