@@ -37,7 +37,7 @@ class GenerationOptions:
     # generic talk. 0 = off; a bundle turns it on in its generation defaults.
     sheet_bias: float = 0.0
     # On a turn where no sheet fact is recalled (a scene question, an attack, small talk), the turn's
-    # note says who the NPC is ("Who you are: Blacksmith of Emberfall."), right before the player's
+    # note says who the NPC is ("Who you are: a blacksmith of Emberfall."), right before the player's
     # words where a small model looks hardest: a voice trained to use that note then speaks from its
     # trade and place instead of in generic reactions (prompt.identity_text). Off by default: it is
     # chosen per voice, by measurement (docs/figures_fidelity.md), in the bundle's generation defaults.

@@ -79,7 +79,28 @@ def identity_text(c: Character) -> str:
     since the note is prefilled again on every such turn, and without the name, which made the voice
     open lines with it ("Brom Ironhand. Be careful..."). Empty for a sheet without a role."""
     role = " ".join(re.split(r"[,;]| \(", c.role, maxsplit=1)[0].split()[:IDENTITY_MAX_WORDS])
-    return f"Who you are: {role.rstrip('.')}." if role else ""
+    return f"Who you are: {with_article(role.rstrip('.'), c)}." if role else ""
+
+
+_DETERMINERS = {"a", "an", "the", "one", "my", "his", "her", "their", "its", "our", "some", "no", "every", "each"}
+
+
+def with_article(role: str, c: Character) -> str:
+    """The role as a phrase a line can say after "I'm": "goblin fence at the Undermarket" -> "a goblin fence
+    at the Undermarket", "Blacksmith of Emberfall" -> "a blacksmith of Emberfall". The voice copies the note
+    into its lines, and without an article they read "I'm goblin fence ...". Left as written when it opens
+    with a determiner or a possessive, or with a capitalised word the sheet also capitalises elsewhere (a name)."""
+    first = role.split(" ", 1)[0]
+    if first.lower() in _DETERMINERS:
+        return first.lower() + role[len(first):]  # "A talking scarecrow" -> "a talking scarecrow"
+    if not first or first.lower().endswith(("'s", "’s")):
+        return role
+    if first[:1].isupper():
+        elsewhere = " ".join((c.name, c.setting, c.backstory, *c.knowledge))
+        if not first[1:].islower() or re.search(r"(?<![A-Za-z])" + re.escape(first) + r"(?![A-Za-z])", elsewhere):
+            return role  # a name or an acronym, not a sentence-start capital
+        role = first.lower() + role[len(first):]
+    return ("an " if role[:1].lower() in "aeiou" else "a ") + role
 
 
 def turn_identity(c: Character, scene: Mapping[str, Any]) -> str:

@@ -107,10 +107,10 @@ def test_the_fact_asked_about_is_recalled_before_the_question(pb, brom):
 def test_with_no_fact_recalled_the_note_says_who_the_npc_is(pb, brom):
     """The identity note fills the note only when the player's words point at no fact."""
     who = identity_text(brom)
-    assert who == "Who you are: Blacksmith of Emberfall."  # the role's first clause: the note stays short
+    assert who == "Who you are: a blacksmith of Emberfall."  # the role's first clause: the note stays short
     assert identity_text(brom.__class__(**{**brom.to_dict(), "role": ""})) == ""
     rambling = brom.__class__(**{**brom.to_dict(), "role": "Smith " + "who once forged a bell " * 200})
-    assert len(identity_text(rambling).split()) == 3 + 12  # "Who you are:" and the role's first 12 words only
+    assert len(identity_text(rambling).split()) == 3 + 1 + 12  # "Who you are:", "a" and the role's first 12 words
     small_talk = pb.tok.decode(pb.current_ids("Nice weather.", knowledge=brom.knowledge, identity=who),
                                skip_special_tokens=False)
     assert small_talk.startswith(f"<|im_start|>system\nWhat you know about this: {who}<|im_end|>")
@@ -164,3 +164,19 @@ def test_a_line_that_forgets_its_speakers_name_is_caught():
                  "I'm not sure.", "Your name's Tessa, then?", "Her name is Masha."):
         assert not claims_other_name(fine, sheet), fine
     assert acceptable("I'm Tessa.", "Who are you?")  # without the sheet's text the check is not made
+
+
+def test_the_identity_note_gives_the_role_an_article_the_voice_can_say(brom):
+    from npc_brain.prompt import with_article
+
+    def role(r: str, **kw) -> str:
+        return with_article(r, brom.__class__(**{**brom.to_dict(), "role": r, **kw}))
+
+    assert role("goblin fence at the Undermarket") == "a goblin fence at the Undermarket"
+    assert role("apothecary of Thornwick") == "an apothecary of Thornwick"
+    assert role("Blacksmith of Emberfall") == "a blacksmith of Emberfall"  # a sentence-start capital
+    assert role("A talking scarecrow") == "a talking scarecrow"
+    assert role("the drowned ghost of Ashgrove") == "the drowned ghost of Ashgrove"
+    assert role("Emberfall's only smith") == "Emberfall's only smith"
+    assert role("Emberfall smith") == "Emberfall smith"  # the sheet capitalises Emberfall elsewhere: a name
+    assert role("NASA pilot") == "NASA pilot"
