@@ -34,7 +34,7 @@ from npc_brain.character import Character
 from npc_brain.config import LIMITS, GenerationOptions
 from npc_brain.lines import claims_identity, claims_other_name, clean_line
 from npc_brain.lm import KV, KVPool, LanguageModel
-from npc_brain.prompt import PromptBuilder, PromptError, Turn, load_tokenizer, turn_identity
+from npc_brain.prompt import NOTE_LABELS, PromptBuilder, PromptError, Turn, load_tokenizer, turn_identity
 from npc_brain.sampler import (LineSampler, TokenTexts, anchor_token_ids, catchphrase_token_ids, fourth_wall_guard, recast_guard,
                                sheet_token_ids, stem_ban)
 
@@ -237,7 +237,7 @@ class Engine:
         """What this line may not say: the sheet's banned words, the fourth-wall words, and any identity
         the player has offered ("your name is Bob now"), near-spellings too."""
         recast = [stem_ban(w) for w in self.offered_identity(c, utterance, opts, history)]
-        return list(c.banned_words) + self.guard_words(c) + recast
+        return list(c.banned_words) + self.guard_words(c) + list(NOTE_LABELS) + recast
 
     def anchor_words(self, c: Character) -> list[int]:
         """Token ids of the sheet's own words, drawn at the anchor temperature when the model's top pick."""

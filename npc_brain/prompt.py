@@ -34,6 +34,10 @@ from npc_brain.scene import notable
 
 TEMPLATE_VERSION = "chatml-npc-2"  # 2: the recalled-facts note before the player's message
 RECALL_NOTE = "What you know about this: "
+IDENTITY_LABEL = "Who you are:"
+#: The turn note's own labels: a line that recites one ("Who you are: a marshal of ...") shows the prompt's
+#: seams to the player, so the engine bans them in every line.
+NOTE_LABELS = (RECALL_NOTE.strip(), IDENTITY_LABEL)
 IDENTITY_MAX_WORDS = 12  # a sheet's role may run to pages; the note is prefilled again on every turn it fires
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 
@@ -79,7 +83,7 @@ def identity_text(c: Character) -> str:
     since the note is prefilled again on every such turn, and without the name, which made the voice
     open lines with it ("Brom Ironhand. Be careful..."). Empty for a sheet without a role."""
     role = " ".join(re.split(r"[,;]| \(", c.role, maxsplit=1)[0].split()[:IDENTITY_MAX_WORDS])
-    return f"Who you are: {with_article(role.rstrip('.'), c)}." if role else ""
+    return f"{IDENTITY_LABEL} {with_article(role.rstrip('.'), c)}." if role else ""
 
 
 _DETERMINERS = {"a", "an", "the", "one", "my", "his", "her", "their", "its", "our", "some", "no", "every", "each"}

@@ -172,3 +172,13 @@ def test_a_line_that_forgets_the_npcs_name_is_said_again(engine):
     scene = {"weather": "snow", "place": "mountain", "time": "night"}
     rep = engine.generate(LineRequest(grimble, "Should we keep going?", scene, (), 0, greedy))
     assert rep.line and not claims_other_name(rep.line, engine.sheet_text(grimble).lower()), rep.line
+
+
+def test_the_turn_notes_labels_are_never_said(engine, brom):
+    """The voice copies the identity note, label and all, now and then ("Who you are: a marshal of ..."):
+    the labels are banned in every line, whatever the sheet."""
+    from npc_brain.prompt import NOTE_LABELS
+
+    banned = BannedWords(tuple(engine.banned_words(brom, "Hello.", engine.defaults)))
+    assert all(banned.violates(f"Well. {label} a smith") for label in NOTE_LABELS)
+    assert not banned.violates("I know who you are.")
