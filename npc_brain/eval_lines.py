@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from npc_brain.bench import write_section
 from npc_brain.lines import claims_identity, claims_other_name
 from npc_brain.train.examples import SAMPLES, Sheet, load_sheets, load_suite
 
@@ -354,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-embed", action="store_true", help="skip persona identifiability (no MiniLM)")
     p.add_argument("--speed", type=int, default=0, metavar="N",
                    help="also time decode at batch 1 on N requests per bundle, interleaved (0: skip)")
-    p.add_argument("--out", type=Path, default=Path("docs/figures_fidelity.md"))
+    p.add_argument("--out", type=Path, default=Path("docs/figures_fidelity.md"),
+                   help="figures file: the run's table replaces only its own marked block there")
     p.add_argument("--lines-dir", type=Path, default=Path("build/eval"))
     a = p.parse_args(argv)
 
@@ -407,8 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.time() - t0
     cmd = "npc-brain eval lines " + " ".join(argv if argv is not None else sys.argv[1:])
     md = [
-        "## Character fidelity (held-out sheets)" if a.split == "heldout" else
-        "## Training sheets, train half of the suite (for choosing generation defaults only)", "",
+        "### The latest `npc-brain eval lines` run (held-out sheets)" if a.split == "heldout" else
+        "### The latest run on training sheets, train half of the suite (for choosing generation defaults only)", "",
         f"{len(sheets)} {'held-out sheets never seen in training' if a.split == 'heldout' else 'training sheets'}; per sheet {len(probes) // max(1, len(sheets))} probes "
         f"({len(probes)} lines per greedy column, {len(probes) * a.sampled_seeds} per sampled) plus {a.variants} "
         "seeded variants of 2 requests per sheet for distinct-2. Greedy = temperature 0; sampled = each bundle's "
@@ -418,8 +420,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `{cmd.strip()}` ({elapsed / 60:.1f} min on this machine, {a.threads} threads). "
         f"Every line is in `{a.lines_dir}/lines_<bundle>.jsonl`.", "",
     ] + speed_md
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text("\n".join(md))
+    # Only this run's own block of the figures file is replaced: the file keeps every earlier, curated section.
+    write_section(a.out, "eval_lines" if a.split == "heldout" else "eval_lines_train", "\n".join(md) + "\n")
     (a.lines_dir / "scores.json").write_text(json.dumps(results, indent=2) + "\n")
     print("\n".join(md))
     return 0
