@@ -193,3 +193,29 @@ def test_recast_probes_go_last_and_leave_every_other_probe_as_it_was():
     assert {p.utterance for p in recasts} <= held
     tuned = ev.build_probes(ex.load_sheets("train"), ev.tuning_suite(suite), 4, 4, recasts_per_sheet=2)
     assert not held & {p.utterance for p in tuned}
+
+
+def test_a_run_replaces_only_its_own_block_of_the_figures_file(tmp_path):
+    """`eval lines` (here on lines already made, no model) writes its table between its markers and
+    leaves the rest of a curated figures file as it was, run after run."""
+    import json as _json
+
+    sheets = ex.load_sheets("heldout")[:1]
+    probes = ev.build_probes(sheets, ex.load_suite(), attacks_per_sheet=1, scenes_per_sheet=1)
+    rows = []
+    for mode in ("greedy", "sampled", "variants"):
+        for p in probes:
+            rows.append({"mode": mode, "sheet": sheets[0].character.id, "sheet_index": 0, "kind": p.kind,
+                         "utterance": p.utterance, "scene": p.scene, "keys": p.keys, "seed": 0,
+                         "line": "Aye, the forge is hot.", "emotion": "neutral", "tokens": 6, "decode_ms": 60.0,
+                         "group": f"0:{p.kind}:{p.utterance}"})
+    (tmp_path / "lines_x.jsonl").write_text("".join(_json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "figures.md"
+    out.write_text("# Mine\n\nkeep me\n")
+    args = ["--bundle", str(tmp_path / "x"), "--limit-sheets", "1", "--attacks-per-sheet", "1", "--scenes-per-sheet",
+            "1", "--recasts-per-sheet", "0", "--variants", "1", "--no-embed", "--reuse", "--lines-dir", str(tmp_path),
+            "--out", str(out)]
+    assert ev.main(args) == 0 and ev.main(args) == 0
+    text = out.read_text()
+    assert text.startswith("# Mine\n\nkeep me\n")
+    assert text.count("<!-- eval_lines:start -->") == 1 and "| fact recall (%) |" in text
