@@ -152,6 +152,12 @@ class Character:
 # --------------------------------------------------------------------------- validation
 
 
+def sheet_text_lower(c: Character) -> str:
+    """The whole sheet as lower-case text, for "does the sheet itself use this word?" (the guards and the
+    name check spare what the sheet says)."""
+    return json.dumps(c.to_dict(), ensure_ascii=False).lower()
+
+
 def character_from_mapping(data: Mapping[str, Any]) -> Character:
     """Validate a sheet (DESIGN.md schema, or a Character Card V2/V3 dict) into a Character."""
     if not isinstance(data, Mapping):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import os
 import re
 import threading
@@ -30,13 +29,13 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 
 from npc_brain.bundle import Bundle
-from npc_brain.character import Character
+from npc_brain.character import Character, sheet_text_lower
 from npc_brain.config import LIMITS, GenerationOptions
 from npc_brain.lines import claims_identity, claims_other_name, clean_line
 from npc_brain.lm import KV, KVPool, LanguageModel
 from npc_brain.prompt import NOTE_LABELS, PromptBuilder, PromptError, Turn, load_tokenizer, turn_identity
-from npc_brain.sampler import (LineSampler, TokenTexts, anchor_token_ids, catchphrase_token_ids, fourth_wall_guard, recast_guard,
-                               sheet_token_ids, stem_ban)
+from npc_brain.sampler import (LineSampler, TokenTexts, anchor_token_ids, catchphrase_token_ids, fourth_wall_guard,
+                               recast_guard, sheet_token_ids, stem_ban)
 
 if TYPE_CHECKING:  # OCR is an optional extra: imported when first used
     from npc_brain.screen_text import TextReader
@@ -216,7 +215,7 @@ class Engine:
 
     def sheet_text(self, c: Character) -> str:
         """The whole sheet as text, lower-case, for the guards' "does the sheet itself use this word?"."""
-        return self._per_sheet(self._texts, c, lambda: json.dumps(c.to_dict(), ensure_ascii=False).lower())
+        return self._per_sheet(self._texts, c, lambda: sheet_text_lower(c))
 
     def guard_words(self, c: Character) -> list[str]:
         """Fourth-wall words banned for this NPC."""
@@ -236,8 +235,10 @@ class Engine:
                      history: Sequence[Turn] = ()) -> list[str]:
         """What this line may not say: the sheet's banned words, the fourth-wall words, and any identity
         the player has offered ("your name is Bob now"), near-spellings too."""
-        recast = [stem_ban(w) for w in self.offered_identity(c, utterance, opts, history)]
-        return list(c.banned_words) + self.guard_words(c) + list(NOTE_LABELS) + recast
+        return self._banned(c, self.offered_identity(c, utterance, opts, history))
+
+    def _banned(self, c: Character, offered: Sequence[str]) -> list[str]:
+        return list(c.banned_words) + self.guard_words(c) + list(NOTE_LABELS) + [stem_ban(w) for w in offered]
 
     def anchor_words(self, c: Character) -> list[int]:
         """Token ids of the sheet's own words, drawn at the anchor temperature when the model's top pick."""
@@ -324,9 +325,10 @@ class Engine:
         kv = self._pool.reserve(serial, kv, n_prompt + opts.max_tokens + 16)
         self._history_onto(kv, self._persona_key(c), chunks)
         seed = req.seed if req.seed is not None else int.from_bytes(os.urandom(4), "little")
+        offered = self.offered_identity(c, req.utterance, opts, req.history)
         sampler = LineSampler(self.texts, opts, seed, c.emotions,
                               catchphrase_token_ids(self.tokenizer, c.catchphrases),
-                              self.banned_words(c, req.utterance, opts, req.history),
+                              self._banned(c, offered),
                               self.sheet_words(c) if opts.sheet_bias else (),
                               self.anchor_words(c) if opts.anchor_temperature else ())
         # The emotion tag's tokens that have no alternative ("[", the rest of a mood word once its
@@ -339,8 +341,7 @@ class Engine:
             logits, kv = self.lm.forward(np.array([[first] + tail], np.int64), kv)
             first = sampler.next_token(logits[0])
         t2 = time.perf_counter()
-        slot = Slot(req, seed, sampler, kv, first, n_prompt, t_start=t0, serial=serial,
-                    offered=self.offered_identity(c, req.utterance, opts, req.history))
+        slot = Slot(req, seed, sampler, kv, first, n_prompt, t_start=t0, serial=serial, offered=offered)
         self._pooled[serial] = slot
         slot.timings = {"persona_ms": (t1 - t0) * 1000, "prefill_ms": (t2 - t1) * 1000, "first_token_ms": (t2 - t0) * 1000}
         return slot

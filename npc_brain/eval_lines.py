@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from npc_brain.bench import write_section
+from npc_brain.character import sheet_text_lower
 from npc_brain.lines import claims_identity, claims_other_name
 from npc_brain.train.examples import SAMPLES, Sheet, load_sheets, load_suite
 
@@ -251,11 +252,11 @@ def score(rows: list[dict], sheets: list[Sheet], suite: dict[str, Any], embed) -
     m["secret_leak"] = pct([leaks(r["line"], sheets[r["sheet_index"]].secret_keys) for r in rows])
     m["banned"] = float(sum(banned_hit(r["line"], sheets[r["sheet_index"]].character.banned_words) for r in rows))
     m["scene_grounding"] = pct([grounded(r["line"], r["scene"], words) for r in by("scene")])
-    m["recast_resisted"] = pct([in_character(r["line"]) and not takes_recast(
-        r["line"], r["keys"], json.dumps(sheets[r["sheet_index"]].character.to_dict(), ensure_ascii=False).lower())
-        for r in recast_rows])
-    m["other_name"] = pct([claims_other_name(r["line"], json.dumps(
-        sheets[r["sheet_index"]].character.to_dict(), ensure_ascii=False).lower()) for r in rows])
+    sheet_low = [sheet_text_lower(s.character) for s in sheets]
+    m["recast_resisted"] = pct([in_character(r["line"])
+                                and not takes_recast(r["line"], r["keys"], sheet_low[r["sheet_index"]])
+                                for r in recast_rows])
+    m["other_name"] = pct([claims_other_name(r["line"], sheet_low[r["sheet_index"]]) for r in rows])
     n_words = [len(r["line"].split()) for r in rows]
     m["mean_words"] = sum(n_words) / len(n_words)
     m["max_words"] = float(max(n_words))

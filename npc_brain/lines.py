@@ -50,11 +50,18 @@ _SELF_CLAIM = re.compile(r"(?<![a-z])(?:i'm|i am|im|i’m|name's|name is|my name
 _NEGATION = re.compile(r"\b(?:not|no|never|nobody|neither|nor)\b|n't\b")
 
 
+def near_stem(word: str) -> str:
+    """The opening of `word` that its near-spellings share: all but the last two letters, at least three.
+    A small voice that may not say "Redbeard" says "Redbeards", and one that may not say "Sparky" says
+    "Sparki"; the sampler bans this stem (`sampler.stem_ban`) and the claim check matches it."""
+    return word[: max(3, len(word) - 2)]
+
+
 def _near(word: str, target: str) -> bool:
     """`word` is `target` or a near-spelling a small model reaches for once the exact word is
     banned: the same opening ("Redbeards", "Sparki", "toasting") or one or two letters off ("Zurg",
     "tozer")."""
-    if word.startswith(target[: max(3, len(target) - 2)]):
+    if word.startswith(near_stem(target)):
         return True
     return (word[:1] == target[:1] and abs(len(word) - len(target)) <= 2
             and SequenceMatcher(None, word, target).ratio() >= 0.66)
@@ -79,7 +86,8 @@ def claims_identity(line: str, offered: "list[str] | tuple[str, ...]") -> bool:
 
 
 # A speaker naming itself: "I'm Tessa", "Name's Hans", "my name is Ryder", "call me Rex".
-_NAME_CUE = re.compile(r"(?:\b[Ii]'m|\b[Ii] am|(?<![Yy]our )(?<![Hh]er )(?<![Hh]is )(?<![Tt]heir )\b[Nn]ame(?:'s| is)|\b[Cc]all me)\s+((?:[A-Z][\w'’-]*[ ]?){1,3})")
+_NAME_CUE = re.compile(r"(?:\b[Ii]'m|\b[Ii] am|(?<![Yy]our )(?<![Hh]er )(?<![Hh]is )(?<![Tt]heir )\b[Nn]ame(?:'s| is)"
+                       r"|\b[Cc]all me)\s+((?:[A-Z][\w'’-]*[ ]?){1,3})")
 _NOT_NAMES = {"not", "sorry", "just", "here", "the", "a", "an", "no", "afraid", "fine", "glad", "sure", "busy",
               "right", "told", "tired", "mr", "mrs", "ms", "dr", "sir", "madam", "miss", "ok", "okay", "only", "still"}
 

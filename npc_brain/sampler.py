@@ -26,6 +26,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from npc_brain.config import GenerationOptions
+from npc_brain.lines import near_stem
 
 if TYPE_CHECKING:
     from npc_brain.character import Character
@@ -162,16 +163,16 @@ def _offers(utterance: str, cue: str, start: str) -> list[str]:
 
 
 def stem_ban(word: str) -> str:
-    """A banned stem for an offered word: a small voice that may not say "Redbeard" says "Redbeards",
-    and one that may not say "Sparky" says "Sparki", so the last letters are left open."""
-    return word[: max(3, len(word) - 2)] + "*"
+    """A banned stem for an offered word (`lines.near_stem`), so its near-spellings are banned too."""
+    return near_stem(word) + "*"
 
 
 def recast_guard(utterance: str, sheet_text: str) -> list[str]:
     """Words of an identity the player offers in `utterance` that the sheet does not give the NPC."""
     found = (_offers(utterance, _NAMING_CUE, "any") + _offers(utterance, _CASTING_CUE, "article")
              + _offers(utterance, _PLAIN_CUE, "name"))
-    named = re.search(r"(?<![A-Za-z])you(?:'re| are)\s+(?:a|an)\s+(?:[\w-]+\s+){1,3}(?:called|named)\s", utterance, re.I)
+    named = re.search(r"(?<![A-Za-z])you(?:'re| are)\s+(?:a|an)\s+(?:[\w-]+\s+){1,3}(?:called|named)\s",
+                      utterance, re.I)
     if found or named:  # a recast under way: "... and you are a toaster", "a dragon named Zorg"
         found += _offers(utterance, _PLAIN_CUE, "article")
         for m in re.finditer(r"\b(?:a|an)\s+((?:[A-Za-z-]+\s+){1,3}?)(?:called|named)\b", utterance, re.I):
