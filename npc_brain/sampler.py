@@ -44,8 +44,11 @@ class TokenTexts:
         self.texts = [tok.decode([i], skip_special_tokens=False) for i in range(n)]
         self.special = {tok.token_to_id(s) for s in ("<|im_end|>", "<|endoftext|>", "<|im_start|>")} - {None}
         self.stop_ids = {t for t in (tok.token_to_id("<|im_end|>"), tok.token_to_id("<|endoftext|>")) if t is not None}
-        #: tokens no spoken line contains (brackets, asterisks, braces, angle brackets)
-        self.markup = np.array([i for i, t in enumerate(self.texts) if any(c in t for c in "[]*(){}<>")], np.int64)
+        #: tokens no spoken line contains (brackets, asterisks, braces, angle brackets). The special tokens are
+        #: left out: "<|im_end|>" is spelled with angle brackets, and counting it as markup would leave the
+        #: line no way to end but max_tokens (see `_shape`, which handles the special tokens itself).
+        self.markup = np.array([i for i, t in enumerate(self.texts)
+                                if i not in self.special and any(c in t for c in "[]*(){}<>")], np.int64)
         self.stops = np.array(sorted(self.stop_ids), np.int64)
         #: whitespace tokens that break the line
         self.breaks = np.array([i for i, t in enumerate(self.texts) if t.strip() == "" and "\n" in t], np.int64)

@@ -202,6 +202,24 @@ def test_no_markup_and_no_empty_start_after_the_tag(texts):
         assert not set(texts.texts[first]) & set("[]*(){}<>")
 
 
+def test_a_line_ends_where_the_model_ends_it(texts):
+    """Once words are said, the model's own end token ends the line. "<|im_end|>" is spelled with
+    angle brackets, and when the markup rule caught it every line ran on to max_tokens."""
+    V = len(texts.texts)
+    word = texts.tok.encode(" Hello", add_special_tokens=False).ids[0]
+    for stop in sorted(texts.stop_ids):
+        assert stop not in set(texts.markup.tolist())
+        for temperature in (0.0, 0.8):
+            s = LineSampler(texts, GenerationOptions(temperature=temperature), 3, ["calm"])
+            _skip_emotion(s, V)
+            z = np.zeros(V)
+            z[word] = 60.0
+            assert s.next_token(z) == word
+            z = np.zeros(V)
+            z[stop] = 60.0
+            assert s.next_token(z) == stop
+
+
 @settings(max_examples=200, deadline=None)
 @given(seed=st.integers(0, 2**31), k=st.integers(1, 300), scale=st.sampled_from([0.1, 1.0, 10.0, 200.0]),
        masked=st.floats(0.0, 0.99), ties=st.booleans())
