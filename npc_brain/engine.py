@@ -31,7 +31,7 @@ import numpy as np
 from npc_brain.bundle import Bundle
 from npc_brain.character import Character, sheet_text_lower
 from npc_brain.config import LIMITS, GenerationOptions
-from npc_brain.lines import claims_identity, claims_other_name, clean_line
+from npc_brain.lines import claims_identity, claims_other_name, clean_line, cut_before_other_name
 from npc_brain.lm import KV, KVPool, LanguageModel
 from npc_brain.prompt import NOTE_LABELS, PromptBuilder, PromptError, Turn, load_tokenizer, turn_identity
 from npc_brain.sampler import (LineSampler, TokenTexts, anchor_token_ids, catchphrase_token_ids, fourth_wall_guard,
@@ -393,7 +393,7 @@ class Engine:
     def finish(self, slot: Slot) -> Reply:
         s = slot.sampler
         c = slot.request.character
-        line = clean_line(s.text, c.name, truncated=slot.truncated)
+        line = cut_before_other_name(clean_line(s.text, c.name, truncated=slot.truncated), self.sheet_text(c))
         total = (time.perf_counter() - slot.t_start) * 1000
         timings = dict(slot.timings, decode_ms=total - slot.timings["first_token_ms"], total_ms=total)
         return Reply(line, s.emotion or (c.emotions[0] if c.emotions else "neutral"),

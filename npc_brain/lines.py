@@ -105,3 +105,18 @@ def claims_other_name(line: str, sheet_low: str) -> bool:
             if not re.search(r"(?<![a-z])" + re.escape(word) + r"(?![a-z])", sheet_low):
                 return True
     return False
+
+
+def cut_before_other_name(line: str, sheet_low: str) -> str:
+    """The line up to the first sentence that names its speaker with a name the sheet never uses
+    (`claims_other_name`): "Listen to my beard. I'm Grimbold the Blacksmith." -> "Listen to my beard.".
+    Streaming sends each sentence as it ends, so a streamed line can only be cut, not taken back; every
+    line is cut the same way, streamed or not, so a request gives one line either way (and a replay of
+    recorded traffic matches). Empty when the first sentence already claims: then the line is retried."""
+    start = 0
+    for end in [m.end() for m in _SENTENCE_END.finditer(line)] + [len(line)]:
+        if claims_other_name(line[start:end], sheet_low):
+            return line[:start].strip()
+        start = end
+    return line
+

@@ -166,6 +166,20 @@ def test_a_line_that_forgets_its_speakers_name_is_caught():
     assert acceptable("I'm Tessa.", "Who are you?")  # without the sheet's text the check is not made
 
 
+def test_a_line_is_cut_before_the_sentence_that_loses_its_name():
+    """Streamed or not, a line that forgets its name in a later sentence ends before it (the daemon cannot
+    take back a streamed sentence, so the engine cuts every line the same way); a first sentence that
+    forgets it leaves nothing, and the line is retried."""
+    from npc_brain.lines import cut_before_other_name
+
+    sheet = '{"name": "brom ironhand", "role": "blacksmith of emberfall"}'
+    assert cut_before_other_name("Listen to my beard. I'm Grimbold the Smith; ready.", sheet) == "Listen to my beard."
+    assert cut_before_other_name("Well! Fine day. Call me Rex. I'm Brom.", sheet) == "Well! Fine day."
+    assert cut_before_other_name("I'm Grimbold. Fine day.", sheet) == ""
+    for fine in ("I'm Brom Ironhand. Fine day.", "Ask Dr. Voss. She knows.", "No names here"):
+        assert cut_before_other_name(fine, sheet) == fine
+
+
 def test_the_identity_note_gives_the_role_an_article_the_voice_can_say(brom):
     from npc_brain.prompt import with_article
 
