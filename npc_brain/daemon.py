@@ -542,9 +542,9 @@ class Daemon:
             job.slot = self.engine.start(LineRequest(job.character, s.utterance, job.scene, tuple(job.history),
                                                      rep.seed + 1, opts))
             return
+        # The engine already ends a line before a sentence that loses the NPC's name (`cut_before_other_name`),
+        # streamed or not, so what is out is always a prefix of the line it finishes.
         text = rep.line if rep.line.startswith(job.sent) else job.sent
-        if job.sent and claims_other_name(text[len(job.sent):], sheet_low):
-            text = job.sent  # streamed sentences are out: the line ends before it lost its name
         if not text or (unfit and not acceptable(text, "", job.slot.offered, sheet_low)):
             text = fallback_line(job.character)
         if job.say.stream and len(text) > len(job.sent):
