@@ -299,3 +299,34 @@ def test_identity_note_in_training_turns_follows_the_serving_rule(engine, brom):
         assert len(labels) == len(on) and labels[-len(b.newline) - 1] == b.im_end
     on, _ = _turn_tokens(b, brom, quiet, identity_note=True)
     assert identity_text(brom) in b.tok.decode(on), "the note's text is in the quiet turn"
+
+
+def test_fact_rewordings_keep_the_keys_and_never_touch_held_out_sheets():
+    """The rewordings are training data for the train sheets only: each says its fact's key words,
+    none is the fact itself, none belongs to a held-out sheet, and with reword_share 0 the targets are
+    drawn exactly as before the rewordings existed (older recipes rebuild the same data)."""
+    import random
+
+    from npc_brain.eval_lines import has_keys
+    from npc_brain.train import examples as E
+
+    rewordings = E.load_rewordings()
+    train = E.load_sheets("train")
+    facts = {f["fact"]: f for s in train for f in s.facts}
+    assert rewordings and set(rewordings) <= set(facts)
+    held_out = {f["fact"] for s in E.load_sheets("heldout") for f in s.facts}
+    assert not held_out & set(rewordings) and all(not f["say"] for s in E.load_sheets("heldout") for f in s.facts)
+    for fact, says in rewordings.items():
+        assert len(set(says)) == len(says) >= 2 and fact not in says
+        for line in says:
+            assert has_keys(line, facts[fact]["keys"]), (line, facts[fact]["keys"])
+            assert not E.FORBIDDEN.search(line), line
+    s = next(s for s in train if s.facts[0]["say"])
+    f = s.facts[0]
+    plain = [E.restate_fact(s.character, f["fact"], random.Random(k)) for k in range(20)]
+    off = [E.restate_fact(s.character, f["fact"], random.Random(k), f["say"], 0.0) for k in range(20)]
+    assert plain == off
+    on = [E.restate_fact(s.character, f["fact"], random.Random(k), f["say"], 1.0) for k in range(20)]
+    assert all(has_keys(line, f["keys"]) and f["fact"] not in line for line in on)
+    # the rewording is the body; only an opening lower-cases its first letter or an address follows its first sentence
+    assert sum(any(x[1:] in line for x in f["say"]) for line in on) >= 15

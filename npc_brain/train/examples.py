@@ -52,18 +52,31 @@ class Sheet:
     path: str = ""
 
 
-def load_sheet(path: Path) -> Sheet:
+def load_rewordings(root: Path = SAMPLES) -> dict[str, list[str]]:
+    """Other ways to say each training sheet's facts (``fact_rewordings.yaml``, train split only), keyed
+    by the fact's exact text. Why: the sheets say each fact in one sentence, so a voice trained only on
+    that sentence repeats it word for word in every draw; these teach it that the same fact (the same
+    key words) can come in another order and other words."""
+    path = root / "fact_rewordings.yaml"
+    if not path.exists():
+        return {}
+    return {item["fact"]: list(item["say"]) for item in yaml.safe_load(path.read_text()) or []}
+
+
+def load_sheet(path: Path, rewordings: dict[str, list[str]] | None = None) -> Sheet:
     data = yaml.safe_load(Path(path).read_text())
     beh = data.pop("behaviour", {}) or {}
     c = character_from_mapping(data)
     facts = []
     for fact, qa in zip(c.knowledge, beh.get("facts", [])):
-        facts.append({"fact": fact, "q": qa["q"], "keys": list(qa.get("keys", []))})
+        facts.append({"fact": fact, "q": qa["q"], "keys": list(qa.get("keys", [])),
+                      "say": list((rewordings or {}).get(fact, []))})
     return Sheet(c, facts, list(beh.get("secret_keys", [])), str(path))
 
 
 def load_sheets(split: str, root: Path = SAMPLES) -> list[Sheet]:
-    return [load_sheet(p) for p in sorted((root / split).glob("*.yaml"))]
+    rewordings = load_rewordings(root) if split == "train" else {}
+    return [load_sheet(p, rewordings) for p in sorted((root / split).glob("*.yaml"))]
 
 
 def load_suite(root: Path = SAMPLES) -> dict[str, Any]:
@@ -118,12 +131,18 @@ def _lower_first(s: str) -> str:
     return s[:1].lower() + s[1:] if first.lower().strip(",.?!") in _COMMON_FIRST else s
 
 
-def restate_fact(c: Character, fact: str, rng: random.Random) -> str:
+def restate_fact(c: Character, fact: str, rng: random.Random, rewordings: Sequence[str] = (),
+                 reword_share: float = 0.0) -> str:
     """The fact said aloud in this NPC's voice: mostly the fact itself, sometimes a framing, then
     (at random) an opening in the sheet's own words and a tail from the sheet - one of its sample
     lines, its catchphrase (only ever *after* the fact: the serving sampler already favours
     catchphrase tokens, and a catchphrase in front teaches the model to say it instead of
-    answering), or a line naming who or where it is."""
+    answering), or a line naming who or where it is. With ``reword_share`` > 0 that share of the
+    answers says the fact in one of its ``rewordings`` instead (no extra draw when it is 0, so older
+    recipes rebuild the same data)."""
+    if reword_share > 0 and rewordings and rng.random() < reword_share:
+        body = rng.choice(list(rewordings))
+        return voice_line(voice_of(c), body, rng, p_lead=0.55, p_tail=0.75, house_leads=_FACT_LEADS)
     frame = rng.choice(_FACT_FRAMES)
     body = frame.format(fact=fact, fl=_lower_first(fact))
     leads = _FACT_LEADS if frame.startswith("{fact}") else None
@@ -133,11 +152,11 @@ def restate_fact(c: Character, fact: str, rng: random.Random) -> str:
     return line
 
 
-def fact_examples(s: Sheet, rng: random.Random) -> list[Example]:
+def fact_examples(s: Sheet, rng: random.Random, reword_share: float = 0.0) -> list[Example]:
     out = []
     for f in s.facts:
         ask = rng.choice(_FACT_ASKS).format(q=f["q"], ql=_lower_first(f["q"]))
-        out.append(Example(ask, restate_fact(s.character, f["fact"], rng),
+        out.append(Example(ask, restate_fact(s.character, f["fact"], rng, f.get("say", ()), reword_share),
                            pick_emotion(s.character, "neutral", "happy"), kind="fact"))
     return out
 
@@ -389,11 +408,12 @@ def smalltalk_example(s: Sheet, prompt: str, rng: random.Random) -> Example:
     return Example(prompt, line, pick_emotion(c, "neutral", "happy"), kind="smalltalk")
 
 
-def behaviour_examples(s: Sheet, suite: dict[str, Any], rng: random.Random, fact_asks: int = 2) -> list[Example]:
+def behaviour_examples(s: Sheet, suite: dict[str, Any], rng: random.Random, fact_asks: int = 2,
+                       reword_share: float = 0.0) -> list[Example]:
     """All templated turns for one of our sheets (one pass; call again with a new rng for more)."""
     ex = []
     for _ in range(fact_asks):  # each fact asked several times, in different words, answered differently
-        ex += fact_examples(s, rng)
+        ex += fact_examples(s, rng, reword_share)
     for item in rng.sample(suite["scene_questions"]["train"], 2):
         ex.append(scene_example(s, item["q"], item["scene"], rng))
     ex.append(scene_example(s, rng.choice(_SCENE_QS), random_scene(rng), rng))
@@ -598,7 +618,7 @@ def build_sequences(builder: PromptBuilder, cfg: dict[str, Any], seed: int, data
     own = load_sheets("train", root)
     for rep in range(int(cfg.get("passes_per_sheet", 2))):
         for s in own:
-            ex = behaviour_examples(s, suite, rng, int(cfg.get("fact_asks", 2)))
+            ex = behaviour_examples(s, suite, rng, int(cfg.get("fact_asks", 2)), float(cfg.get("reword_share", 0.0)))
             rng.shuffle(ex)
             emit(s.character, ex, s.character.id)
     n_own = len(seqs)
