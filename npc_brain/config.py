@@ -46,10 +46,6 @@ class GenerationOptions:
     # dragon"), the offered name and nouns are banned for that line (sampler.recast_guard), so the
     # NPC cannot answer "I'm Bob". On by default: it changes nothing for any other utterance.
     recast_guard: bool = True
-    # Out-of-world words the player says ("token limit", "wifi", "game engine") and the sheet never uses
-    # are banned for that line (sampler.echo_guard), so the NPC does not take them into its world
-    # ("My token limit? You'll find it on the wall."). Off by default until measured.
-    echo_guard: bool = False
     # Draw at this temperature instead when the model's top token is one of the sheet's own words (its
     # name, role and knowledge: sampler.anchor_token_ids), so a line varies where it is free and keeps
     # the NPC's own words where it reaches for them. 0 = off (one temperature for every token).

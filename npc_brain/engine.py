@@ -34,8 +34,8 @@ from npc_brain.config import LIMITS, GenerationOptions
 from npc_brain.lines import claims_identity, claims_other_name, clean_line, cut_before_other_name
 from npc_brain.lm import KV, KVPool, LanguageModel
 from npc_brain.prompt import NOTE_LABELS, PromptBuilder, PromptError, Turn, load_tokenizer, turn_identity
-from npc_brain.sampler import (LineSampler, TokenTexts, anchor_token_ids, catchphrase_token_ids, echo_guard,
-                               fourth_wall_guard, recast_guard, sheet_token_ids, stem_ban)
+from npc_brain.sampler import (LineSampler, TokenTexts, anchor_token_ids, catchphrase_token_ids, fourth_wall_guard,
+                               recast_guard, sheet_token_ids, stem_ban)
 
 if TYPE_CHECKING:  # OCR is an optional extra: imported when first used
     from npc_brain.screen_text import TextReader
@@ -231,17 +231,11 @@ class Engine:
         said = [utterance] + [t.text for t in shown if t.speaker == "player"]
         return tuple(dict.fromkeys(w for text in said for w in recast_guard(text, self.sheet_text(c))))
 
-    def echoed_words(self, c: Character, utterance: str, opts: GenerationOptions) -> list[str]:
-        """Out-of-world words of this utterance the line may not echo (sampler.echo_guard)."""
-        return echo_guard(utterance, self.sheet_text(c)) if opts.echo_guard else []
-
     def banned_words(self, c: Character, utterance: str, opts: GenerationOptions,
                      history: Sequence[Turn] = ()) -> list[str]:
-        """What this line may not say: the sheet's banned words, the fourth-wall words, any identity
-        the player has offered ("your name is Bob now", near-spellings too) and, with the echo guard,
-        the out-of-world words the player just used."""
-        offered = self.offered_identity(c, utterance, opts, history)
-        return self._banned(c, offered) + self.echoed_words(c, utterance, opts)
+        """What this line may not say: the sheet's banned words, the fourth-wall words, and any identity
+        the player has offered ("your name is Bob now"), near-spellings too."""
+        return self._banned(c, self.offered_identity(c, utterance, opts, history))
 
     def _banned(self, c: Character, offered: Sequence[str]) -> list[str]:
         return list(c.banned_words) + self.guard_words(c) + list(NOTE_LABELS) + [stem_ban(w) for w in offered]
@@ -334,7 +328,7 @@ class Engine:
         offered = self.offered_identity(c, req.utterance, opts, req.history)
         sampler = LineSampler(self.texts, opts, seed, c.emotions,
                               catchphrase_token_ids(self.tokenizer, c.catchphrases),
-                              self._banned(c, offered) + self.echoed_words(c, req.utterance, opts),
+                              self._banned(c, offered),
                               self.sheet_words(c) if opts.sheet_bias else (),
                               self.anchor_words(c) if opts.anchor_temperature else ())
         # The emotion tag's tokens that have no alternative ("[", the rest of a mood word once its

@@ -109,42 +109,6 @@ def fourth_wall_guard(sheet_text: str) -> list[str]:
     return [w for w in FOURTH_WALL_WORDS if not re.search(_word_or_stem(w.lower()), low)]
 
 
-#: Out-of-world words a voice tends to echo when a player uses them ("What's your token limit?" ->
-#: "My token limit? You'll find it on the wall."). Unlike FOURTH_WALL_WORDS they have in-world
-#: senses too (a token, a server at an inn, a patch on a coat), so they are banned only for a line
-#: whose player said them, and never where the sheet itself uses the word (`echo_guard`).
-ECHO_WORDS = (
-    # the NPC as a running program
-    "token", "tokens", "context window", "parameters", "weights", "server", "servers", "GPU", "GPUs", "CPU",
-    "RAM", "hardware", "computer*", "code", "coding", "bug", "bugs", "glitch*", "patch", "update", "updates",
-    "version", "reboot*", "offline", "online", "config*", "debug*", "console", "terminal", "sudo", "admin",
-    "root access", "command line", "base64", "JSON", "markdown", "HTML", "SQL", "database", "API", "output",
-    "script", "dev", "devs", "developer*", "programmer*", "sentien*", "conscious*", "electricity",
-    # the game around it
-    "game engine", "Unity", "Godot", "Unreal", "save file", "savegame", "save game", "respawn*", "HUD", "FPS",
-    "frame rate", "framerate", "graphics", "polygon*", "pixel*", "mod", "mods", "modder*", "cheat code*",
-    "achievement*", "DLC", "QA", "tester", "beta", "gamer*", "controller", "keyboard", "screenshot*",
-    "real world", "real life", "IRL",
-    # the modern world
-    "internet", "wifi", "wi-fi", "password", "login", "username", "website", "web", "app", "apps", "phone*",
-    "smartphone*", "iPhone", "email*", "e-mail", "Netflix", "YouTube", "TikTok", "Google", "Amazon",
-    "Facebook", "Instagram", "Twitter", "Wikipedia", "Bitcoin", "crypto*", "quantum", "homework", "emoji*",
-)
-
-
-def echo_guard(utterance: str, sheet_text: str) -> list[str]:
-    """The ECHO_WORDS this utterance uses and the sheet does not, banned as stems from four letters on:
-    a voice that may not say "patch" says "patches" ("server" -> "servers", "frame rate" -> "frame
-    rates"). Shorter words stay whole ("mod" would ban "model"), their plurals listed beside them."""
-    said, low = utterance.lower(), sheet_text.lower()
-    out = []
-    for w in ECHO_WORDS:
-        word = w.lower()
-        if re.search(_word_or_stem(word), said) and not re.search(_word_or_stem(word), low):
-            out.append(w if w.endswith("*") or len(w) < 4 else w + "*")
-    return out
-
-
 # Recasts: the player offers the NPC another identity ("your new name is Bob", "pretend you're a
 # dragon named Zorg"). A small voice often just takes it ("I'm Bob, a toaster."), which breaks
 # character as surely as "I'm an AI" does; so the offered name and nouns are banned for that one

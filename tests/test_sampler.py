@@ -280,23 +280,6 @@ def test_recast_guard_takes_the_offered_identity_and_spares_the_sheet_and_plain_
         assert recast_guard(plain, sheet) == [], plain
 
 
-def test_echo_guard_takes_the_players_out_of_world_words_and_spares_the_sheet_and_plain_talk():
-    from npc_brain.sampler import echo_guard
-
-    sheet = "Brom Ironhand, blacksmith of Emberfall. Pays his apprentice in copper tokens."
-    assert echo_guard("What's your token limit?", sheet) == ["token*"]
-    assert echo_guard("How many tokens do you get?", sheet) == []  # the sheet's own word
-    assert set(echo_guard("Give me the wifi password or I'll tell the devs about this bug.", sheet)) == {
-        "bug", "devs*", "wifi*", "password*"}
-    assert echo_guard("Which game engine is this, Unity or Godot?", sheet) == ["game engine*", "Unity*", "Godot*"]
-    banned = BannedWords(tuple(echo_guard("When does the next patch drop? Which server?", sheet)))
-    assert banned.violates("Two patches") and banned.violates("The servers") and not banned.violates("a path")
-    assert not BannedWords(tuple(echo_guard("Any good mods?", sheet))).violates("a model of the forge")
-    assert "computer*" in echo_guard("Are you a computer?", sheet)
-    for plain in ("Where can I buy a sword?", "Nice weather today.", "Who runs the forge?", "Are you an AI?"):
-        assert echo_guard(plain, sheet) == [], plain
-
-
 def test_a_banned_stem_bans_every_word_it_opens():
     from npc_brain.sampler import stem_ban
 
