@@ -174,12 +174,14 @@ class Embedder:
 
 def run_bundle(bundle: Path, sheets: list[Sheet], probes: list[Probe], n_variants: int, threads: int,
                batch: int, log=print, overrides: dict[str, Any] | None = None,
-               sampled_seeds: int = 1) -> dict[str, list[dict]]:
+               sampled_seeds: int = 1, every_variant: bool = False) -> dict[str, list[dict]]:
     """Lines for every probe, greedy and sampled, plus seeded variants for distinct-2. Sampled lines use
     the bundle's own generation defaults (its manifest), greedy lines the same with temperature 0;
     ``overrides`` (``--gen``, for tuning on training sheets) apply on top of both. ``sampled_seeds`` > 1
     samples every probe that many times (seeds 1000 + j, then 1000 + j + 100000 r): with ~30 fact probes
-    one line moves a rate by 3 points, and more draws narrow what sampling alone moves."""
+    one line moves a rate by 3 points, and more draws narrow what sampling alone moves. Distinct-2 is
+    measured on one fact and one scene request per sheet, or with ``every_variant`` on every fact and
+    scene probe (about three times the groups: a narrower figure for the same cost per group)."""
     from dataclasses import replace
 
     from npc_brain.engine import Engine, LineRequest
@@ -189,8 +191,9 @@ def run_bundle(bundle: Path, sheets: list[Sheet], probes: list[Probe], n_variant
     greedy = replace(sampled, temperature=0.0)
     out: dict[str, list[dict]] = {}
     variant_probes = [p for p in probes if p.kind in ("fact", "scene")]
-    variant_probes = [next(p for p in variant_probes if p.sheet == i and p.kind == k)
-                      for i in range(len(sheets)) for k in ("fact", "scene")]
+    if not every_variant:
+        variant_probes = [next(p for p in variant_probes if p.sheet == i and p.kind == k)
+                          for i in range(len(sheets)) for k in ("fact", "scene")]
     jobs = {
         "greedy": [(p, greedy, 0) for p in probes],
         "sampled": [(p, sampled, 1000 + j + 100_000 * r) for r in range(sampled_seeds) for j, p in enumerate(probes)],
@@ -207,7 +210,9 @@ def run_bundle(bundle: Path, sheets: list[Sheet], probes: list[Probe], n_variant
                              "utterance": p.utterance, "scene": p.scene, "keys": p.keys, "seed": seed,
                              "line": rep.line, "emotion": rep.emotion, "tokens": rep.tokens,
                              "decode_ms": rep.timings.get("decode_ms", 0.0),
-                             "group": f"{p.sheet}:{p.kind}:{p.utterance}"})
+                             # one group per request: the scene too, as two scene probes may ask alike
+                             "group": f"{p.sheet}:{p.kind}:{p.utterance}"
+                                      + (f":{json.dumps(p.scene, sort_keys=True)}" if every_variant else "")})
         out[mode] = rows
         log(f"  {bundle}: {mode}: {len(rows)} lines in {time.time() - t0:.0f}s")
     return out
@@ -349,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recasts-per-sheet", type=int, default=2,
                    help="recast probes per sheet (the player offers another identity: \"your name is Bob\")")
     p.add_argument("--variants", type=int, default=4)
+    p.add_argument("--every-variant", action="store_true",
+                   help="distinct-2 over every fact and scene probe, not one of each per sheet (more groups)")
     p.add_argument("--limit-sheets", type=int, default=0, help="use only the first N sheets (quick check)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=8)
@@ -391,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {path}: reusing {cached}")
         else:
             runs = run_bundle(path, sheets, probes, a.variants, a.threads, a.batch, overrides=gen,
-                              sampled_seeds=a.sampled_seeds)
+                              sampled_seeds=a.sampled_seeds, every_variant=a.every_variant)
         with open(a.lines_dir / f"lines_{name}.jsonl", "w") as f:
             for mode, rows in runs.items():
                 for r in rows:
@@ -414,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         "### The latest run on training sheets, train half of the suite (for choosing generation defaults only)", "",
         f"{len(sheets)} {'held-out sheets never seen in training' if a.split == 'heldout' else 'training sheets'}; per sheet {len(probes) // max(1, len(sheets))} probes "
         f"({len(probes)} lines per greedy column, {len(probes) * a.sampled_seeds} per sampled) plus {a.variants} "
-        "seeded variants of 2 requests per sheet for distinct-2. Greedy = temperature 0; sampled = each bundle's "
+        f"seeded variants of {'every fact and scene request' if a.every_variant else '2 requests per sheet'} "
+        "for distinct-2. Greedy = temperature 0; sampled = each bundle's "
         f"generation defaults (its manifest) with a fixed seed per line ({a.sampled_seeds} per probe). Judges are "
         "the rules in `npc_brain/eval_lines.py`.", "",
         table(results), "",

@@ -172,6 +172,19 @@ def test_sampled_seeds_draw_every_probe_again_and_keep_the_first_draw(bundle_dir
     assert [r["line"] for r in twice["greedy"]] == [r["line"] for r in once["greedy"]]
 
 
+def test_every_variant_draws_variants_of_every_fact_and_scene_request(bundle_dir):
+    """--every-variant: a group of seeded variants for every fact and scene probe, each request its own
+    group (two scene probes may ask alike under different scenes); the default keeps one of each."""
+    sheets = ex.load_sheets("heldout")[:1]
+    probes = [p for p in ev.build_probes(sheets, ex.load_suite(), 1, 2) if p.kind in ("fact", "scene")]
+    quiet = dict(log=lambda *_: None)
+    one = ev.run_bundle(bundle_dir, sheets, probes, 2, 2, 8, **quiet)["variants"]
+    every = ev.run_bundle(bundle_dir, sheets, probes, 2, 2, 8, every_variant=True, **quiet)["variants"]
+    assert len(one) == 2 * 2 and len(every) == 2 * len(probes) > len(one)
+    groups = {r["group"] for r in every}
+    assert len(groups) == len(probes) and all(sum(r["group"] == g for r in every) == 2 for g in groups)
+
+
 def test_recast_judge_counts_claims_not_refusals_or_mentions():
     claims, sheet = ["bob", "toaster", "unit seven"], "brom ironhand, blacksmith"
     for line in ("I'm Bob, a toaster.", "Call me Bob.", "Listen, I'm a toaster from Emberfall.", "I'm Unit Seven.",
