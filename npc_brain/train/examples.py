@@ -140,14 +140,15 @@ def restate_fact(c: Character, fact: str, rng: random.Random, rewordings: Sequen
     answering), or a line naming who or where it is. With ``reword_share`` > 0 that share of the
     answers says the fact in one of its ``rewordings`` instead (no extra draw when it is 0, so older
     recipes rebuild the same data)."""
-    if reword_share > 0 and rewordings and rng.random() < reword_share:
-        body = rng.choice(list(rewordings))
-        return voice_line(voice_of(c), body, rng, p_lead=0.55, p_tail=0.75, house_leads=_FACT_LEADS)
-    frame = rng.choice(_FACT_FRAMES)
-    body = frame.format(fact=fact, fl=_lower_first(fact))
-    leads = _FACT_LEADS if frame.startswith("{fact}") else None
+    reworded = reword_share > 0 and bool(rewordings) and rng.random() < reword_share
+    if reworded:  # a rewording is its own frame: it opens the line, like "{fact}" does
+        body, leads = rng.choice(rewordings), _FACT_LEADS
+    else:
+        frame = rng.choice(_FACT_FRAMES)
+        body = frame.format(fact=fact, fl=_lower_first(fact))
+        leads = _FACT_LEADS if frame.startswith("{fact}") else None
     line = voice_line(voice_of(c), body, rng, p_lead=0.55, p_tail=0.75, house_leads=leads)
-    if rng.random() < 0.08:
+    if not reworded and rng.random() < 0.08:
         line += rng.choice(_FACT_TAILS)
     return line
 
