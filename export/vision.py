@@ -745,12 +745,9 @@ def load_scene_model(head_dir: Path = ARTIFACTS) -> SceneModel:
     recipe = json.loads((head_dir / HEAD_JSON.name).read_text())
     backbone = load_backbone()
     if recipe.get("top"):
-        from export.vision_top import TOP_FROM, load_top
+        from export.vision_top import load_top
 
-        if recipe["top"].get("from_block") != TOP_FROM:
-            raise ValueError(f"{head_dir / HEAD_JSON.name}: top from block {recipe['top'].get('from_block')}, "
-                             f"this code fine-tunes from block {TOP_FROM}: retrain it")
-        load_top(backbone, head_dir)
+        load_top(backbone, head_dir, int(recipe["top"]["from_block"]))
     from export.vision_spatial import load_spatial
 
     return SceneModel(backbone, load_head(head_dir), load_spatial(head_dir)).eval()
@@ -838,6 +835,9 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("--epochs", type=int, default=60, help="head epochs on the frozen features")
         sp.add_argument("--real-weight", type=float, default=1.0)
         sp.add_argument("--top-epochs", type=int, default=None, help="fine-tuning epochs (default 6)")
+        sp.add_argument("--top-from", type=int, default=None,
+                        help="first fine-tuned backbone block (default 15: the last block only)")
+        sp.add_argument("--lr-top", type=float, default=None, help="learning rate of the fine-tuned blocks")
     sp_ = sub.add_parser("train-spatial", help="train the danger head on the backbone's 7x7 map "
                          "(export.vision_spatial) and record it in the committed head's recipe")
     sp_.add_argument("--n-proc", type=int, default=4000)
@@ -868,7 +868,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd in ("logo-top", "train-top"):
         from export import vision_top
 
-        ft = dict(vision_top.FT, **({"epochs": args.top_epochs} if args.top_epochs else {}))
+        given = {"epochs": args.top_epochs, "from_block": args.top_from, "lr_top": args.lr_top}
+        ft = dict(vision_top.FT, **{k: v for k, v in given.items() if v is not None})
         if args.cmd == "train-top":
             print(json.dumps(vision_top.train_top(args.real, args.n_proc, args.epochs, args.real_weight,
                                                   args.head_dir, ft), indent=2))

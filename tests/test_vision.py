@@ -428,16 +428,18 @@ def test_real_weather_held_back_from_training():
     assert (m3[0, danger["offset"]:danger["offset"] + len(danger["values"])] == -1).all()
 
 
-def test_fine_tuned_top_round_trip(tmp_path):
+@pytest.mark.parametrize("from_block", [15, 8])
+def test_fine_tuned_top_round_trip(tmp_path, from_block):
     """A top saved by export.vision_top patches a fresh backbone exactly (fp16), and the patched
-    backbone's pooled features are what Top computes on the cached cut activations."""
+    backbone's pooled features are what Top computes on the cached cut activations -- for the last
+    block alone and for a deeper cut."""
     torch = pytest.importorskip("torch")
     from export.vision import load_backbone
-    from export.vision_top import TOP_FROM, Top, _Trunk, load_top, save_top
+    from export.vision_top import Top, _Trunk, load_top, save_top
 
     torch.manual_seed(0)
     tuned = load_backbone()
-    top = Top(tuned)
+    top = Top(tuned, from_block)
     with torch.no_grad():
         for p in top.parameters():
             p.add_(0.01 * torch.randn_like(p))
@@ -446,14 +448,15 @@ def test_fine_tuned_top_round_trip(tmp_path):
                 t.copy_(t.half().float())  # what is stored
     save_top(top, tmp_path)
     fresh = load_backbone()
-    load_top(fresh, tmp_path)
-    for a, b in zip(Top(fresh).state_dict().values(), top.state_dict().values()):
+    load_top(fresh, tmp_path, from_block)
+    for a, b in zip(Top(fresh, from_block).state_dict().values(), top.state_dict().values()):
         assert torch.equal(a, b)
-    assert len(list(fresh._blocks)) > TOP_FROM
+    assert len(list(fresh._blocks)) > from_block
+    assert len(Top(fresh, from_block).blocks) == len(list(fresh._blocks)) - from_block
     x = torch.from_numpy(prepare(IMG))[None]
     with torch.no_grad():
         fmap = fresh.extract_features((x.permute(0, 3, 1, 2).float() - 127.5) / 128.0)
-        via_cut = Top(fresh)(_Trunk(fresh).eval()(x))
+        via_cut = Top(fresh, from_block)(_Trunk(fresh, from_block).eval()(x))
     assert torch.allclose(torch.cat([fmap.mean(dim=(2, 3)), fmap.amax(dim=(2, 3))], 1), via_cut, atol=1e-4)
 
 
@@ -503,3 +506,33 @@ def test_spatial_head_replaces_only_its_tags_and_round_trips(tmp_path):
     loaded = load_spatial(tmp_path)
     for a, b in zip(loaded.state_dict().values(), head.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_reader_checks_count_what_the_reader_would_say():
+    """The leave-one-game-out report counts conditions seen and false calls at the reader's thresholds."""
+    pytest.importorskip("torch")
+    from export.vision import encode_labels, n_outputs, tag_layout
+    from export.vision_top import reader_checks
+
+    layout = {t["name"]: t for t in tag_layout()}
+    w, d = layout["weather"], layout["danger"]
+    frames = [({"weather": "clear", "danger": []}, {"rain": 0.6}, []),          # weather called on a clear frame
+              ({"weather": "clear", "danger": []}, {"clear": 0.9}, ["combat"]),  # danger called on a calm frame
+              ({"weather": "rain", "danger": ["fire"]}, {"rain": 0.5}, ["fire"]),
+              ({"weather": "rain"}, {"rain": 0.35, "storm": 0.3}, ["fire"])]    # rain under the threshold; danger unknown
+    probs = np.zeros((len(frames), n_outputs()), np.float32)
+    singles, multis = [], []
+    for row, (labels, weather, danger) in enumerate(frames):
+        for value, p in weather.items():
+            probs[row, w["offset"] + w["values"].index(value)] = p
+        for value in danger:
+            probs[row, d["offset"] + d["values"].index(value)] = 0.9
+        s, m = encode_labels(labels)
+        singles.append(s)
+        multis.append(m)
+    out = reader_checks(probs, np.stack(singles), np.stack(multis))
+    assert out["clear_frames_with_weather_called"] == [1, 2]
+    assert out["rain_seen"] == [1, 2]
+    assert out["calm_frames_with_danger_called"] == [1, 2]
+    assert out["fire_seen"] == [1, 1] and out["fire_called_wrongly"] == 0
+    assert out["combat_seen"] == [0, 0] and out["combat_called_wrongly"] == 1
