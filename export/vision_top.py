@@ -277,7 +277,13 @@ def fine_tune_recipe(model: V.SceneModel, games: list[str], n_proc: int, epochs:
     feats, single, multi, weights, used = V.training_set(model, games, n_proc, real_weight)
     paths = cut_paths(model.backbone, games, n_proc, ft["from_block"])
     acts = np.concatenate([np.load(p)["acts"] for p in paths])
-    _check_rows(np.concatenate([np.load(p)["single"] for p in paths]), single, "training")
+    cut_single = np.concatenate([np.load(p)["single"] for p in paths])
+    n_rendered = len(np.load(paths[0])["single"])
+    if len(cut_single) > n_rendered:  # the real frames' held-back tags, as training_set marks them
+        rest = cut_single[n_rendered:]
+        cut_single[n_rendered:] = V.hold_back(rest, np.zeros((len(rest), V.n_outputs()), np.float32),
+                                              V.REAL_TAGS_HELD_BACK)[0]
+    _check_rows(cut_single, single, "training")
     frozen = V.fit(feats, single, multi, weights, epochs)
     members = list(frozen.heads)
     init = [h for h in members if h.inputs == "all"]
