@@ -45,7 +45,7 @@ FT = {"epochs": 6, "lr_top": 1e-4, "lr_head": 5e-4, "weight_decay": 1e-3, "batch
 
 
 class Top(nn.Module):
-    """Backbone blocks TOP_FROM.. + conv_head + bn1 + swish, then avg and max pool (2 x 1280).
+    """Backbone blocks from_block.. + conv_head + bn1 + swish, then avg and max pool (2 x 1280).
     Holds the backbone's own modules (no copy): loading a state dict here patches that backbone."""
 
     def __init__(self, backbone: nn.Module, from_block: int = TOP_FROM):
@@ -65,7 +65,7 @@ class Top(nn.Module):
 
 
 class _Trunk(nn.Module):
-    """uint8 NHWC image -> the frozen backbone's activations at the cut (input of block TOP_FROM)."""
+    """uint8 NHWC image -> the frozen backbone's activations at the cut (input of block from_block)."""
 
     def __init__(self, backbone: nn.Module, from_block: int = TOP_FROM):
         super().__init__()
@@ -82,7 +82,7 @@ class _Trunk(nn.Module):
         return x
 
 
-_TRUNK: dict[str, Any] = {}
+_TRUNK: dict[int, Any] = {}  # from_block -> ONNX Runtime session of the trunk
 
 
 def _trunk_session(backbone: nn.Module, from_block: int) -> Any:
@@ -93,11 +93,10 @@ def _trunk_session(backbone: nn.Module, from_block: int) -> Any:
 
 
 def trunk(backbone: nn.Module, images: list[np.ndarray], batch: int = 16, from_block: int = TOP_FROM) -> np.ndarray:
-    if not images:
-        raise ValueError("no images to run through the backbone")
     s = _trunk_session(backbone, from_block)
-    return np.concatenate([s.run(None, {"image": np.stack(images[i:i + batch])})[0].astype(np.float16)
-                           for i in range(0, len(images), batch)])
+    out = [s.run(None, {"image": np.stack(images[i:i + batch])})[0].astype(np.float16)
+           for i in range(0, len(images), batch)]
+    return np.concatenate(out) if out else np.zeros((0, *s.get_outputs()[0].shape[1:]), np.float16)
 
 
 def cache_cut_procedural(backbone: nn.Module, start: int, count: int, chunk_size: int = 500,
@@ -234,10 +233,11 @@ def reader_checks(probs: np.ndarray, single: np.ndarray, multi: np.ndarray) -> d
     w, d = layout["weather"], layout["danger"]
     wp = probs[:, w["offset"]:w["offset"] + len(w["values"])]
     wtruth = single[:, singles.index("weather")]
-    called = (wp.max(1) >= V.THRESHOLDS["single"]) & (wp.argmax(1) != w["values"].index("clear"))
+    confident, best = wp.max(1) >= V.THRESHOLDS["single"], wp.argmax(1)
+    called = confident & (best != w["values"].index("clear"))
     clear = wtruth == w["values"].index("clear")
     rain = wtruth == w["values"].index("rain")
-    seen_rain = (wp.argmax(1) == w["values"].index("rain")) & (wp.max(1) >= V.THRESHOLDS["single"])
+    seen_rain = confident & (best == w["values"].index("rain"))
     out: dict[str, Any] = {"clear_frames_with_weather_called": [int((called & clear).sum()), int(clear.sum())],
                            "rain_seen": [int((seen_rain & rain).sum()), int(rain.sum())]}
     dp = probs[:, d["offset"]:d["offset"] + len(d["values"])] >= V.THRESHOLDS["multi"]
@@ -275,15 +275,12 @@ def fine_tune_recipe(model: V.SceneModel, games: list[str], n_proc: int, epochs:
                      ) -> tuple[V.SceneHead, Top, V.SceneHead, list[dict[str, Any]], list[dict[str, Any]]]:
     """-> (frozen round-2 head, fine-tuned top, head for that top, fine-tune log, real games used)."""
     feats, single, multi, weights, used = V.training_set(model, games, n_proc, real_weight)
-    paths = cut_paths(model.backbone, games, n_proc, ft["from_block"])
-    acts = np.concatenate([np.load(p)["acts"] for p in paths])
-    cut_single = np.concatenate([np.load(p)["single"] for p in paths])
-    n_rendered = len(np.load(paths[0])["single"])
-    if len(cut_single) > n_rendered:  # the real frames' held-back tags, as training_set marks them
-        rest = cut_single[n_rendered:]
-        cut_single[n_rendered:] = V.hold_back(rest, np.zeros((len(rest), V.n_outputs()), np.float32),
-                                              V.REAL_TAGS_HELD_BACK)[0]
-    _check_rows(cut_single, single, "training")
+    cuts = [np.load(p) for p in cut_paths(model.backbone, games, n_proc, ft["from_block"])]
+    acts = np.concatenate([c["acts"] for c in cuts])
+    # cache against cache: training_set's own labels have the real frames' held-back tags blanked
+    cached = [V.cache_procedural(model, 0, n_proc)] + [V.cache_real(model, g) for g in games]
+    _check_rows(np.concatenate([c["single"] for c in cuts]),
+                np.concatenate([np.load(p)["single"] for p in cached if p is not None]), "training")
     frozen = V.fit(feats, single, multi, weights, epochs)
     members = list(frozen.heads)
     init = [h for h in members if h.inputs == "all"]
